@@ -1,0 +1,44 @@
+"""keras-bundle: a Keras model, its fitted preprocessing and its input contract, as one artifact.
+
+Example:
+    >>> from bundle import Bundle
+    >>> Bundle(model, preprocess=ct, input_example=X[:100], name="churn").save("models/churn")
+    >>> Bundle.load("models/churn").predict(rows)
+"""
+
+from ._version import __version__
+from .core import Bundle
+from .errors import (
+    BundleError,
+    BundleNotFoundError,
+    BundleWarning,
+    EnvironmentMismatchWarning,
+    ExtraColumnsWarning,
+    IntegrityError,
+    SchemaError,
+    StepError,
+    UnsafeLoadError,
+    UnsupportedFormatError,
+    VersionExistsError,
+)
+from .manifest import FORMAT_VERSION, Manifest
+from .schema import InputSchema
+
+__all__ = [
+    "FORMAT_VERSION",
+    "Bundle",
+    "BundleError",
+    "BundleNotFoundError",
+    "BundleWarning",
+    "EnvironmentMismatchWarning",
+    "ExtraColumnsWarning",
+    "InputSchema",
+    "IntegrityError",
+    "Manifest",
+    "SchemaError",
+    "StepError",
+    "UnsafeLoadError",
+    "UnsupportedFormatError",
+    "VersionExistsError",
+    "__version__",
+]

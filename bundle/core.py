@@ -1,0 +1,626 @@
+"""`Bundle`: a Keras model with its preprocessing, postprocessing and input contract.
+
+This module orchestrates; each step of the work lives in its own module (see DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import replace
+from datetime import datetime, timezone
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+
+from . import golden, store
+from .custom_objects import discover, load_custom_objects, save_custom_objects
+from .environment import capture_environment, requirements_text, warn_on_mismatch
+from .errors import BundleError, SchemaError
+from .integrity import check_trust, file_table, hash_file, verify_files
+from .manifest import (
+    CUSTOM_OBJECTS_DIR,
+    MODEL_CARD_FILE,
+    MODEL_FILE,
+    REQUIREMENTS_FILE,
+    Manifest,
+    read_manifest,
+    write_manifest,
+)
+from .schema import InputSchema, infer_schema, schema_from_hints
+from .steps import Postprocessor, Preprocessor, load_step, postprocess_mode, save_step
+from .steps.rules import input_rules
+
+DEFAULT_BATCH_BYTES = 64 << 20  # model-input bytes per chunk
+MIN_BATCH_ROWS, MAX_BATCH_ROWS = 256, 16384
+
+__all__ = ["Bundle"]
+
+
+class Bundle:
+    """A Keras model packaged with everything it needs to predict as it did in training.
+
+    Args:
+        model: a ``keras.Model`` (Sequential, functional or subclassed).
+        preprocess: a fitted scikit-learn transformer, or a list of them applied in order.
+        postprocess: a fitted object whose ``inverse_transform`` maps model outputs to user
+            values: a ``LabelEncoder`` (softmax -> argmax, sigmoid -> 0.5 threshold), a target
+            scaler, a ``LabelBinarizer``.
+        custom_objects: ``{name: object}`` merged with the custom objects found in the model.
+        input_example: raw training input (DataFrame, ndarray or dict of them). Its schema
+            becomes the input contract; its first 1000 rows and their outputs are stored.
+        name: the bundle's name (default: the model's name).
+        version: the version to save as (default: the next integer under the root).
+        metadata: JSON-serializable facts to keep with the model (metrics, data version, ...).
+
+    Example:
+        >>> Bundle(model, preprocess=ct, postprocess=le, input_example=X[:100],
+        ...        name="churn", version="1.0.0").save("models/churn")
+        >>> Bundle.load("models/churn").predict(X_new)
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        *,
+        preprocess: Any = None,
+        postprocess: Any = None,
+        custom_objects: Mapping[str, Any] | None = None,
+        input_example: Any = None,
+        name: str | None = None,
+        version: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ):
+        if not (hasattr(model, "save") and callable(model)):
+            raise TypeError(f"model must be a keras.Model; got {type(model).__name__}.")
+        self._model = model
+        self._preprocess = _as_steps(preprocess, "preprocess", "transform")
+        self._postprocess = _as_steps(postprocess, "postprocess", "inverse_transform")
+        self._modes = [postprocess_mode(step) for step in self._postprocess]
+        self._user_custom_objects = dict(custom_objects or {})
+        self._example = input_example
+        self.name = name or str(getattr(model, "name", None) or "model")
+        self.version = store.check_version_name(str(version)) if version is not None else None
+        self._metadata = _json_checked(dict(metadata or {}))
+        self._schema = _infer_input_schema(input_example, self._preprocess, model)
+        self._manifest: Manifest | None = None
+        self._path: Path | None = None
+        self._engine: _Engine | None = None
+
+    # ------------------------------------------------------------------ read-only views
+    @property
+    def model(self) -> Any:
+        """The Keras model."""
+        return self._model
+
+    @property
+    def preprocess(self) -> tuple[Any, ...]:
+        """The fitted preprocess steps, in replay order."""
+        return tuple(self._preprocess)
+
+    @property
+    def postprocess(self) -> tuple[Any, ...]:
+        """The fitted postprocess steps, in replay order."""
+        return tuple(self._postprocess)
+
+    @property
+    def input_schema(self) -> InputSchema | None:
+        """The input contract; ``print()`` it for a table."""
+        return self._schema
+
+    @property
+    def metadata(self) -> Mapping[str, Any]:
+        """The user's metadata (read-only)."""
+        return MappingProxyType(self._metadata)
+
+    @property
+    def manifest(self) -> Manifest:
+        """The manifest written by `save` or read by `load`."""
+        if self._manifest is None:
+            raise BundleError(
+                f"Bundle {self.name!r} has not been saved yet: its manifest is written by "
+                "save(root) and read by Bundle.load(path)."
+            )
+        return self._manifest
+
+    @property
+    def path(self) -> Path | None:
+        """The version directory this bundle was saved to or loaded from."""
+        return self._path
+
+    def __repr__(self) -> str:
+        version = self._manifest.version if self._manifest else self.version
+        return (
+            f"<Bundle {self.name!r} {version or '(unsaved)'}: "
+            f"{len(self._preprocess)} preprocess step(s), {type(self._model).__name__}, "
+            f"{len(self._postprocess)} postprocess step(s)>"
+        )
+
+    # ------------------------------------------------------------------ save
+    def save(self, root: str | Path, *, overwrite: bool = False) -> Path:
+        """Write this bundle as a new version under `root` and return its directory.
+
+        The version is written into a hidden staging directory, flushed to disk, and renamed
+        into place, so no partial version is ever visible.
+
+        Raises:
+            VersionExistsError: the version exists under `root` and `overwrite` is False.
+        """
+        root = Path(root)
+        staging = store.staging_dir(root)
+        try:
+            draft = self._write_parts(staging)
+            base_files = file_table(staging)
+
+            def finalize(directory: Path, version: str) -> None:
+                card = _model_card(replace(draft, version=version), self._schema)
+                (directory / MODEL_CARD_FILE).write_text(card, encoding="utf-8")
+                files = {
+                    **base_files,
+                    MODEL_CARD_FILE: {
+                        "sha256": hash_file(directory / MODEL_CARD_FILE),
+                        "size": (directory / MODEL_CARD_FILE).stat().st_size,
+                    },
+                }
+                self._manifest = replace(draft, version=version, files=dict(sorted(files.items())))
+                write_manifest(self._manifest, directory)
+
+            path = store.publish(
+                staging, root, self.version, finalize=finalize, overwrite=overwrite
+            )
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            self._manifest = None
+            raise
+        self._path = path
+        return path
+
+    def _write_parts(self, directory: Path) -> Manifest:
+        """Write every part but the model card and the manifest; return the draft manifest."""
+        from .model import save_model
+
+        save_model(self._model, directory / MODEL_FILE)
+        objects = discover(self._model, self._user_custom_objects)
+        custom_records = save_custom_objects(objects, directory / CUSTOM_OBJECTS_DIR)
+        pre = [
+            save_step(step, directory, stage="preprocess", index=i)
+            for i, step in enumerate(self._preprocess)
+        ]
+        post = [
+            save_step(step, directory, stage="postprocess", index=i)
+            for i, step in enumerate(self._postprocess)
+        ]
+        example_record = self._write_example(directory)  # first: it may build the signature
+        inputs, outputs = self._get_engine().signature
+        environment = capture_environment()
+        (directory / REQUIREMENTS_FILE).write_text(requirements_text(environment))
+        return Manifest(
+            name=self.name,
+            version=self.version or "0",
+            created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            environment=environment,
+            model={
+                "file": MODEL_FILE,
+                "serializer": "keras",
+                "executes_code": _has_lambda_layers(self._model),
+                "inputs": inputs,
+                "outputs": outputs,
+            },
+            preprocess=pre,
+            postprocess=post,
+            custom_objects=custom_records,
+            input_schema=self._schema.to_dict() if self._schema is not None else None,
+            example=example_record,
+            metadata=self._metadata,
+        )
+
+    def _write_example(self, directory: Path) -> dict[str, Any] | None:
+        if self._example is None:
+            return None
+        example = golden.head(self._example)
+        relative_input = golden.write_example(example, directory)
+        scores = self.predict(example, postprocess=False)
+        scores_path = directory / golden.EXAMPLE_DIR / "scores.npy"
+        golden.write_outputs(scores, scores_path)
+        predictions_relative = None
+        if self._postprocess:
+            predictions_path = directory / golden.EXAMPLE_DIR / "predictions.npy"
+            if golden.write_outputs(self._get_engine().postprocess(scores), predictions_path):
+                predictions_relative = f"{golden.EXAMPLE_DIR}/predictions.npy"
+        scores_file = "scores.npz" if isinstance(scores, Mapping) else "scores.npy"
+        return {
+            "input": relative_input,
+            "scores": f"{golden.EXAMPLE_DIR}/{scores_file}",
+            "predictions": predictions_relative,
+            "rows": _n_rows(example),
+            "rtol": golden.DEFAULT_RTOL,
+            "atol": golden.DEFAULT_ATOL,
+        }
+
+    # ------------------------------------------------------------------ load
+    @classmethod
+    def load(
+        cls,
+        location: str | Path,
+        *,
+        version: str | None = None,
+        trusted: bool = False,
+    ) -> Bundle:
+        """Load a bundle: a version directory, or the highest (or given) version of a root.
+
+        Every file is checked against the manifest's sha256 and size before anything is
+        read, and parts whose loading executes code (pickles, Lambda layers) are refused
+        unless `trusted` is True.
+
+        Raises:
+            BundleNotFoundError: nothing published at `location`, or no such version.
+            IntegrityError: a file is missing, unlisted or differs from the manifest.
+            UnsafeLoadError: a part needs ``trusted=True``.
+            UnsupportedFormatError: the bundle's format is newer than this package.
+        """
+        path = store.resolve(Path(location), version)
+        manifest = read_manifest(path)
+        verify_files(path, manifest.files, label=manifest.label)
+        check_trust(_trust_parts(manifest), trusted=trusted, label=manifest.label)
+        warn_on_mismatch(manifest.environment, label=manifest.label.capitalize())
+        return cls._construct(path, manifest, trusted=trusted)
+
+    @classmethod
+    def _construct(cls, path: Path, manifest: Manifest, *, trusted: bool) -> Bundle:
+        """Build the bundle from verified files: the first code that may import or unpickle."""
+        from .model import load_model
+
+        custom = load_custom_objects(path, manifest.custom_objects)
+        model = load_model(path / manifest.model["file"], custom, safe_mode=not trusted)
+        bundle = cls.__new__(cls)
+        bundle._model = model
+        bundle._preprocess = [load_step(path, record) for record in manifest.preprocess]
+        bundle._postprocess = [load_step(path, record) for record in manifest.postprocess]
+        bundle._modes = [record.get("mode", "inverse_transform") for record in manifest.postprocess]
+        bundle._user_custom_objects = custom
+        bundle._example = None
+        bundle.name = manifest.name
+        bundle.version = manifest.version
+        bundle._metadata = dict(manifest.metadata)
+        schema = manifest.input_schema
+        bundle._schema = InputSchema.from_dict(schema) if schema is not None else None
+        bundle._manifest = manifest
+        bundle._path = path
+        bundle._engine = _Engine(
+            model, bundle._preprocess, bundle._postprocess, bundle._modes, manifest.model
+        )
+        bundle._warm_up()
+        return bundle
+
+    def _warm_up(self) -> None:
+        """Trace the inference function now, so the first request is not the slow one."""
+        if self._manifest is None or self._manifest.example is None or self._path is None:
+            return
+        example = golden.read_example(self._path, self._manifest.example["input"])
+        self._example = example
+        self.predict(golden.head(example, 1), postprocess=False)
+
+    # ------------------------------------------------------------------ predict
+    def predict(
+        self,
+        raw: Any,
+        *,
+        batch_size: int | None = None,
+        postprocess: bool = True,
+        strict: bool = False,
+    ) -> Any:
+        """Replay the training-time pipeline on raw input and return predictions.
+
+        Args:
+            raw: a DataFrame, ndarray, list of lists, one row (dict of scalars, Series),
+                JSON records (list of dicts), or a dict of arrays for multi-input models.
+            batch_size: rows per chunk through preprocessing and the model (default: sized
+                to about 64 MiB of model input). Results do not depend on it.
+            postprocess: False returns the model's raw outputs (scores).
+            strict: refuse columns the bundle does not know instead of ignoring them.
+
+        Raises:
+            SchemaError: the input does not match the input contract (before any step ran).
+            StepError: a step failed on input that passed the checks.
+        """
+        canonical = self._coerce(raw, strict=strict)
+        engine = self._get_engine()
+        scores = engine.run(canonical, batch_size=batch_size)
+        if postprocess and self._postprocess:
+            return engine.postprocess(scores)
+        return scores
+
+    def predict_batches(
+        self, chunks: Iterable[Any], *, postprocess: bool = True, strict: bool = False
+    ) -> Iterator[Any]:
+        """Predict an iterable of chunks (DataFrames, arrays, record lists) chunk by chunk."""
+        for chunk in chunks:
+            yield self.predict(chunk, postprocess=postprocess, strict=strict)
+
+    def validate(self, raw: Any, *, strict: bool = False) -> list[str]:
+        """Every problem the input contract finds in `raw`, without predicting ([] if none)."""
+        if self._schema is None:
+            return []
+        return self._schema.problems(raw, strict=strict)
+
+    def _coerce(self, raw: Any, *, strict: bool) -> Any:
+        if self._schema is not None:
+            return self._schema.coerce(raw, strict=strict)
+        if isinstance(raw, Mapping) or hasattr(raw, "iloc"):
+            return raw
+        return np.asarray(raw)
+
+    def _get_engine(self) -> _Engine:
+        if self._engine is None:
+            self._engine = _Engine(self._model, self._preprocess, self._postprocess, self._modes)
+        return self._engine
+
+
+class _Engine:
+    """The predict path: preprocess -> model (compiled, batched) -> postprocess."""
+
+    def __init__(
+        self,
+        model: Any,
+        preprocess: Sequence[Any],
+        postprocess: Sequence[Any],
+        modes: Sequence[str],
+        model_record: Mapping[str, Any] | None = None,
+    ):
+        from .model import InferenceFunction
+
+        self.model = model
+        self.preprocess = Preprocessor(preprocess)
+        self.postprocess = Postprocessor(postprocess, modes)
+        self._model_record = model_record
+        self._function_cls = InferenceFunction
+        self._function: InferenceFunction | None = None
+        self._signature: tuple[list[dict], list[dict]] | None = (
+            (list(model_record["inputs"]), list(model_record["outputs"])) if model_record else None
+        )
+
+    @property
+    def signature(self) -> tuple[list[dict], list[dict]]:
+        if self._signature is None:
+            from .model import model_signature
+
+            self._signature = model_signature(self.model)
+        return self._signature
+
+    def _ensure_signature(self, first_input: Any) -> None:
+        if self._signature is None:
+            from .model import model_signature
+
+            try:
+                self._signature = model_signature(self.model)
+            except BundleError:
+                self._signature = model_signature(self.model, first_input)
+
+    def function(self) -> Any:
+        if self._function is None:
+            self._function = self._function_cls(self.model, self.signature[0])
+        return self._function
+
+    def run(self, canonical: Any, *, batch_size: int | None) -> Any:
+        """Scores for every row of a canonical input, computed chunk by chunk."""
+        n_rows = _n_rows(canonical)
+        if n_rows == 0:
+            self._ensure_signature(None)
+            return self._empty_scores()
+        batch_size = batch_size or self._default_batch_size()
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be a positive number of rows; got {batch_size}.")
+        outputs: Any = None
+        for start in range(0, n_rows, batch_size):
+            chunk = _slice_rows(canonical, start, start + batch_size)
+            model_input = self.preprocess(chunk)
+            self._ensure_signature(model_input)
+            model_input = self._check_model_input(model_input)
+            result = self.function()(model_input)
+            outputs = _place(outputs, result, start, n_rows)
+        return outputs
+
+    def _default_batch_size(self) -> int:
+        inputs = self.signature[0]
+        row_bytes = sum(
+            math.prod(d or 1 for d in spec["shape"][1:]) * np.dtype(spec["dtype"]).itemsize
+            for spec in inputs
+        )
+        rows = DEFAULT_BATCH_BYTES // max(row_bytes, 1)
+        return int(min(MAX_BATCH_ROWS, max(MIN_BATCH_ROWS, rows)))
+
+    def _empty_scores(self) -> Any:
+        outputs = self.signature[1]
+        arrays = {
+            spec["name"]: np.zeros([0, *(d or 0 for d in spec["shape"][1:])], spec["dtype"])
+            for spec in outputs
+        }
+        return next(iter(arrays.values())) if len(arrays) == 1 else arrays
+
+    def _check_model_input(self, x: Any) -> Any:
+        """Cast the preprocessed input to the model's dtype, refusing shapes it cannot take."""
+        specs = self.signature[0]
+        if len(specs) > 1:
+            if not isinstance(x, Mapping):
+                raise SchemaError(
+                    f"The model has {len(specs)} inputs "
+                    f"({', '.join(s['name'] for s in specs)}); pass a dict keyed by input name."
+                )
+            return {spec["name"]: _cast(x[spec["name"]], spec) for spec in specs}
+        if isinstance(x, Mapping) and len(x) == 1:
+            x = next(iter(x.values()))
+        return _cast(x, specs[0])
+
+
+def _cast(x: Any, spec: Mapping[str, Any]) -> np.ndarray:
+    x = np.asarray(x)
+    expected = spec["shape"]
+    compatible = x.ndim == len(expected) and all(
+        e is None or e == g for e, g in zip(expected[1:], x.shape[1:], strict=True)
+    )
+    if not compatible:
+        shown = tuple(expected)
+        raise SchemaError(
+            f"After preprocessing, the input for model input {spec['name']!r} has shape "
+            f"{x.shape}, but the model expects {shown} (None is the batch axis).\n"
+            "The preprocessing produced a different number of features than the model was "
+            "trained on: check that the bundle's preprocess steps are the ones used in training.",
+            column=spec["name"],
+        )
+    dtype = np.dtype(spec["dtype"])
+    if x.dtype == dtype:
+        return x
+    cast = x.astype(dtype)
+    if dtype.kind == "f" and x.dtype.kind == "f" and dtype.itemsize < x.dtype.itemsize:
+        overflow = np.isinf(cast) & ~np.isinf(x)
+        if overflow.any():
+            raise SchemaError(
+                f"After preprocessing, {int(overflow.sum())} value(s) for model input "
+                f"{spec['name']!r} are outside the range of {dtype.name} "
+                f"(largest magnitude {np.nanmax(np.abs(x)):.3g}).\n"
+                "Check the input for extreme values.",
+                column=spec["name"],
+            )
+    return cast
+
+
+def _place(outputs: Any, result: Any, start: int, n_rows: int) -> Any:
+    """Write one chunk's result into preallocated outputs (allocated on the first chunk)."""
+    if isinstance(result, Mapping):
+        outputs = outputs or {}
+        for key, value in result.items():
+            outputs[key] = _place(outputs.get(key), value, start, n_rows)
+        return outputs
+    if isinstance(result, list):
+        outputs = outputs or [None] * len(result)
+        return [_place(o, r, start, n_rows) for o, r in zip(outputs, result, strict=True)]
+    if outputs is None:
+        outputs = np.empty((n_rows, *result.shape[1:]), dtype=result.dtype)
+    outputs[start : start + len(result)] = result
+    return outputs
+
+
+def _n_rows(canonical: Any) -> int:
+    if isinstance(canonical, Mapping):
+        values = list(canonical.values())
+        return _n_rows(values[0]) if values else 0
+    return len(canonical)
+
+
+def _slice_rows(canonical: Any, start: int, stop: int) -> Any:
+    if isinstance(canonical, Mapping):
+        return {key: _slice_rows(value, start, stop) for key, value in canonical.items()}
+    if hasattr(canonical, "iloc"):
+        return canonical.iloc[start:stop]
+    return canonical[start:stop]
+
+
+def _as_steps(value: Any, argument: str, method: str) -> list[Any]:
+    steps = [] if value is None else list(value) if isinstance(value, (list, tuple)) else [value]
+    for index, step in enumerate(steps):
+        if not hasattr(step, method):
+            raise TypeError(
+                f"{argument}[{index}] must be a fitted object with a {method}() method; "
+                f"got {type(step).__name__}."
+            )
+        _check_fitted(step, f"{argument}[{index}]")
+    return steps
+
+
+def _check_fitted(step: Any, where: str) -> None:
+    try:
+        from sklearn.exceptions import NotFittedError
+        from sklearn.utils.validation import check_is_fitted
+    except ImportError:  # not a scikit-learn object then; nothing to check
+        return
+    if not hasattr(step, "fit"):
+        return
+    try:
+        check_is_fitted(step)
+    except NotFittedError as exc:
+        raise ValueError(
+            f"{where} ({type(step).__name__}) is not fitted: a bundle stores fitted "
+            "preprocessing. Call fit() on your training data before building the Bundle."
+        ) from exc
+    except TypeError:  # not an estimator check_is_fitted understands
+        return
+
+
+def _json_checked(metadata: dict[str, Any]) -> dict[str, Any]:
+    try:
+        json.dumps(metadata, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(
+            f"metadata must be JSON-serializable (str, numbers, lists, dicts): {exc}. "
+            "Convert numpy scalars with float() / int()."
+        ) from exc
+    return metadata
+
+
+def _infer_input_schema(example: Any, preprocess: Sequence[Any], model: Any) -> InputSchema | None:
+    rules = input_rules(preprocess)
+    n_features = rules.n_features
+    missing = sorted(rules.missing_handled)
+    if example is None or not hasattr(example, "columns"):
+        columns = rules.feature_names or [str(i) for i in range(n_features or 0)]
+        if columns and set(columns) <= rules.missing_handled:
+            missing.append("*")
+    if example is not None:
+        return infer_schema(
+            example,
+            missing_handled=missing,
+            closed_categories=rules.closed_categories or None,
+            input_names=_model_input_names(model),
+        )
+    return schema_from_hints(
+        feature_names=rules.feature_names,
+        n_features=n_features,
+        categories=rules.categories or None,
+        model_inputs=None if preprocess else _model_inputs(model),
+        missing_handled=missing,
+        closed_categories=rules.closed_categories or None,
+    )
+
+
+def _model_input_names(model: Any) -> list[str] | None:
+    try:
+        return [str(t.name) for t in model.inputs]
+    except (AttributeError, ValueError):
+        return None
+
+
+def _model_inputs(model: Any) -> dict[str, tuple[tuple, str]] | None:
+    try:
+        inputs = list(model.inputs)
+    except (AttributeError, ValueError):
+        return None
+    return {
+        str(t.name): (tuple(t.shape[1:]), str(np.dtype(t.dtype).name)) for t in inputs
+    } or None
+
+
+def _has_lambda_layers(model: Any) -> bool:
+    layers = model._flatten_layers(include_self=False, recursive=True)
+    return any(type(layer).__name__ == "Lambda" for layer in layers)
+
+
+def _trust_parts(manifest: Manifest) -> list[dict[str, Any]]:
+    model = manifest.model
+    model_part = {
+        "file": model["file"],
+        "serializer": "keras",
+        "executes_code": model["executes_code"],
+        "class": "a Keras model with Lambda layers (Python code stored in the file)",
+        "imports": [],
+    }
+    return [model_part, *manifest.preprocess, *manifest.postprocess, *manifest.custom_objects]
+
+
+def _model_card(manifest: Manifest, schema: InputSchema | None) -> str:
+    from .card import render_model_card
+
+    return render_model_card(manifest, schema)

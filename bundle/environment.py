@@ -1,0 +1,98 @@
+"""The training environment: record it, pin it in requirements.txt, compare it at load."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import platform
+import sys
+import warnings
+from collections.abc import Mapping
+
+from .errors import EnvironmentMismatchWarning
+
+# Recorded name -> distributions that provide it (the first one installed wins).
+PACKAGES = {
+    "tensorflow": ("tensorflow", "tensorflow-cpu", "tensorflow-macos", "tensorflow-intel"),
+    "keras": ("keras",),
+    "scikit-learn": ("scikit-learn",),
+    "numpy": ("numpy",),
+    "pandas": ("pandas",),
+    "pyarrow": ("pyarrow",),
+    "joblib": ("joblib",),
+    "cloudpickle": ("cloudpickle",),
+    "keras-bundle": ("keras-bundle",),
+}
+# Why a difference matters, for the packages where it matters most.
+CONSEQUENCES = {
+    "scikit-learn": "its pickles are version-specific, and transformers may change behaviour",
+    "tensorflow": "kernels and numerics can change between releases",
+    "keras": "layer implementations and the saving format can change between releases",
+}
+
+__all__ = ["capture_environment", "requirements_text", "warn_on_mismatch"]
+
+
+def _installed(names: tuple[str, ...]) -> tuple[str, str] | None:
+    for name in names:
+        try:
+            return name, importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def capture_environment() -> dict[str, str | None]:
+    """Python, platform and the versions of every package a bundle's parts depend on."""
+    environment: dict[str, str | None] = {
+        "python": platform.python_version(),
+        "platform": f"{sys.platform}-{platform.machine()}",
+    }
+    for key, names in PACKAGES.items():
+        found = _installed(names)
+        environment[key] = found[1] if found else None
+    return environment
+
+
+def requirements_text(environment: Mapping[str, str | None]) -> str:
+    """``requirements.txt`` pinning the recorded versions (the installed distribution names)."""
+    lines = [f"# Training environment: Python {environment.get('python')}"]
+    for key, names in PACKAGES.items():
+        version = environment.get(key)
+        if version:
+            found = _installed(names)
+            distribution = found[0] if found else names[0]
+            lines.append(f"{distribution}=={version}")
+    return "\n".join(lines) + "\n"
+
+
+def _major_minor(version: str) -> tuple[str, ...]:
+    return tuple(version.split("+")[0].split(".")[:2])
+
+
+def warn_on_mismatch(recorded: Mapping[str, str | None], *, label: str) -> list[str]:
+    """Warn once per package whose major.minor differs from the recorded one.
+
+    Returns:
+        The names of the packages that differ.
+    """
+    current = capture_environment()
+    differing = []
+    for key in PACKAGES:
+        saved, running = recorded.get(key), current.get(key)
+        if not saved or not running or key == "keras-bundle":
+            continue
+        if _major_minor(saved) != _major_minor(running):
+            differing.append(key)
+            why = CONSEQUENCES.get(key, "behaviour may differ")
+            warnings.warn(
+                EnvironmentMismatchWarning(
+                    f"{label} was saved with {key} {saved}; running {running}. "
+                    f"Predictions may differ: {why}. "
+                    f"The bundle's requirements.txt pins the training versions.",
+                    package=key,
+                    saved=saved,
+                    running=running,
+                ),
+                stacklevel=3,
+            )
+    return differing

@@ -1,0 +1,211 @@
+"""The exception hierarchy of keras-bundle.
+
+Every error raised on purpose by the package derives from `BundleError`::
+
+    BundleError
+     +- SchemaError (also ValueError)   input does not match what training saw
+     +- StepError                       a step failed on input that passed validation
+     +- IntegrityError                  checksum, size, missing or unexpected file
+     +- UnsafeLoadError                 refused: loading would execute stored code
+     +- UnsupportedFormatError          newer format version, unknown serializer
+     +- VersionExistsError              releases are immutable
+     +- BundleNotFoundError             no bundle (or no such version) at a location
+     +- UnsafeArchiveError              refused: an archive member could escape or flood dest
+
+    BundleWarning (UserWarning)
+     +- ExtraColumnsWarning             input columns the bundle does not know, ignored
+     +- EnvironmentMismatchWarning      a package's major.minor differs from the saved one
+
+Exceptions carry their data as keyword-only attributes; the message is built from it,
+so code can inspect ``err.missing`` while people read the sentence.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+__all__ = [
+    "BundleError",
+    "BundleNotFoundError",
+    "BundleWarning",
+    "EnvironmentMismatchWarning",
+    "ExtraColumnsWarning",
+    "IntegrityError",
+    "SchemaError",
+    "StepError",
+    "UnsafeArchiveError",
+    "UnsafeLoadError",
+    "UnsupportedFormatError",
+    "VersionExistsError",
+    "bullet_list",
+]
+
+MAX_LISTED = 5
+
+
+def bullet_list(items: Iterable[object], *, limit: int = MAX_LISTED) -> str:
+    """Format items one per line as ``- item``, capped at `limit` with "... (N more)"."""
+    items = [str(item) for item in items]
+    lines = [f"- {item}" for item in items[:limit]]
+    if len(items) > limit:
+        lines.append(f"... ({len(items) - limit} more)")
+    return "\n".join(lines)
+
+
+class BundleError(Exception):
+    """Base class of every error raised on purpose by keras-bundle."""
+
+
+class SchemaError(BundleError, ValueError):
+    """Input does not match the input contract recorded at training time.
+
+    Attributes:
+        problems: every problem found, one sentence each (the message shows them all).
+        column: the column or axis the first problem is about, when there is one.
+    """
+
+    def __init__(self, message: str, *, problems: Sequence[str] = (), column: str | None = None):
+        super().__init__(message)
+        self.problems = list(problems) or [message]
+        self.column = column
+
+
+class StepError(BundleError):
+    """A preprocessing or postprocessing step failed on input that passed validation.
+
+    Attributes:
+        step: the step's name, e.g. ``preprocess[0] ColumnTransformer``.
+        columns: the input columns the step saw (empty for array input).
+    """
+
+    def __init__(self, message: str, *, step: str, columns: Sequence[str] = ()):
+        super().__init__(message)
+        self.step = step
+        self.columns = list(columns)
+
+
+class IntegrityError(BundleError):
+    """Files on disk do not match the manifest.
+
+    Attributes:
+        mismatched: paths whose size or sha256 differ from the manifest.
+        missing: paths listed in the manifest but absent.
+        unexpected: paths present but not listed in the manifest.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        mismatched: Sequence[str] = (),
+        missing: Sequence[str] = (),
+        unexpected: Sequence[str] = (),
+    ):
+        super().__init__(message)
+        self.mismatched = list(mismatched)
+        self.missing = list(missing)
+        self.unexpected = list(unexpected)
+
+
+class UnsafeLoadError(BundleError):
+    """Loading was refused because it would execute code stored in the bundle.
+
+    Attributes:
+        parts: ``(file, serializer, imports)`` for each part that needs ``trusted=True``.
+    """
+
+    def __init__(self, message: str, *, parts: Sequence[tuple[str, str, Sequence[str]]] = ()):
+        super().__init__(message)
+        self.parts = [(file, serializer, list(imports)) for file, serializer, imports in parts]
+
+
+class UnsupportedFormatError(BundleError):
+    """The bundle uses a format version or serializer this package does not know.
+
+    Attributes:
+        found: the format version or serializer found.
+        supported: what this package supports.
+    """
+
+    def __init__(self, message: str, *, found: object = None, supported: object = None):
+        super().__init__(message)
+        self.found = found
+        self.supported = supported
+
+
+class VersionExistsError(BundleError):
+    """The version already exists under the root; releases are immutable.
+
+    Attributes:
+        version: the version that exists.
+        path: where it lives.
+    """
+
+    def __init__(self, message: str, *, version: str, path: str):
+        super().__init__(message)
+        self.version = version
+        self.path = path
+
+
+class BundleNotFoundError(BundleError, FileNotFoundError):
+    """No bundle, or no such version or alias, at the given location.
+
+    Attributes:
+        location: the path or URL that was looked at.
+        available: the versions found there, if any.
+    """
+
+    def __init__(self, message: str, *, location: str, available: Sequence[str] = ()):
+        super().__init__(message)
+        self.location = location
+        self.available = list(available)
+
+
+class UnsafeArchiveError(BundleError):
+    """An archive was refused: extracting it could escape the destination or flood the disk.
+
+    Raised for a member that is absolute, climbs out with ``..``, is a link or a special file,
+    or is not under the archive's single top-level folder, and for an archive over its byte
+    or member bounds. Nothing is left written when it is raised.
+
+    Attributes:
+        member: the offending member's name, or None when the whole archive is refused.
+        reason: the refusal in a few words, e.g. ``"is an absolute path"``.
+    """
+
+    def __init__(self, message: str, *, member: str | None = None, reason: str):
+        super().__init__(message)
+        self.member = member
+        self.reason = reason
+
+
+class BundleWarning(UserWarning):
+    """Base class of every warning issued by keras-bundle."""
+
+
+class ExtraColumnsWarning(BundleWarning):
+    """Input has columns the bundle does not know; they are ignored.
+
+    Attributes:
+        extra: the ignored column names.
+    """
+
+    def __init__(self, message: str, *, extra: Sequence[str] = ()):
+        super().__init__(message)
+        self.extra = list(extra)
+
+
+class EnvironmentMismatchWarning(BundleWarning):
+    """A package's major.minor version differs from the one the bundle was saved with.
+
+    Attributes:
+        package: the distribution name, e.g. ``scikit-learn``.
+        saved: the version recorded in the bundle.
+        running: the version installed now.
+    """
+
+    def __init__(self, message: str, *, package: str, saved: str, running: str):
+        super().__init__(message)
+        self.package = package
+        self.saved = saved
+        self.running = running

@@ -1,0 +1,232 @@
+"""Preprocessing and postprocessing steps: how each is saved, loaded and replayed.
+
+Each step is stored with the first serializer that can hold it:
+
+============  ===========================================  ====================
+serializer    used for                                      loading runs code?
+============  ===========================================  ====================
+native        the transformers in `native.py`: JSON + .npz  no
+joblib        other objects importable from installed code  yes (trusted=True)
+cloudpickle   objects using ``__main__`` or local modules   yes (trusted=True)
+============  ===========================================  ====================
+
+A container (Pipeline, ColumnTransformer, FeatureUnion) that holds one unsupported
+transformer is stored whole with joblib or cloudpickle: a half-native container would
+still need the pickle, so it would buy no safety.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import StepError, UnsupportedFormatError
+from ..pickling import dumps_by_value, needs_by_value, pickle_globals
+
+STEPS_DIR = "steps"
+EXTENSIONS = {"native": "npz", "joblib": "joblib", "cloudpickle": "pkl"}
+NOT_LABEL_DECODERS = frozenset({"LabelBinarizer", "MultiLabelBinarizer", "OneHotEncoder"})
+
+__all__ = [
+    "Postprocessor",
+    "Preprocessor",
+    "class_path",
+    "load_step",
+    "postprocess_mode",
+    "save_step",
+]
+
+
+def class_path(obj: Any) -> str:
+    """``module.Class`` of an object, with sklearn's private submodules folded away."""
+    cls = type(obj)
+    module = cls.__module__
+    if module.startswith("sklearn."):
+        module = ".".join(part for part in module.split(".") if not part.startswith("_"))
+    return f"{module}.{cls.__qualname__}"
+
+
+def choose_serializer(obj: Any) -> str:
+    """The safest serializer that can hold `obj`: native, then joblib, then cloudpickle."""
+    from . import native
+
+    if not native.unsupported_parts(obj):
+        return "native"
+    return "cloudpickle" if needs_by_value(obj) else "joblib"
+
+
+def save_step(obj: Any, directory: Path, *, stage: str, index: int) -> dict[str, Any]:
+    """Write one step into ``<directory>/steps/`` and return its manifest record."""
+    serializer = choose_serializer(obj)
+    name = f"{stage}[{index}]"
+    slug = "pre" if stage == "preprocess" else "post"
+    stem = f"{index:03d}-{slug}-{type(obj).__name__.lower()}"
+    relative = f"{STEPS_DIR}/{stem}.{EXTENSIONS[serializer]}"
+    path = Path(directory) / relative
+    path.parent.mkdir(parents=True, exist_ok=True)
+    imports: list[str]
+    if serializer == "native":
+        from . import native
+
+        native.write_native(obj, path)
+        imports = native.native_imports(obj)
+    elif serializer == "joblib":
+        import joblib
+
+        joblib.dump(obj, path)
+        imports = _pickled_imports(obj)
+    else:
+        data = dumps_by_value(obj)
+        path.write_bytes(data)
+        imports = pickle_globals(data)
+    record = {
+        "name": name,
+        "class": class_path(obj),
+        "file": relative,
+        "serializer": serializer,
+        "executes_code": serializer != "native",
+        "imports": imports,
+    }
+    if stage == "postprocess":
+        record["mode"] = postprocess_mode(obj)
+    return record
+
+
+def _pickled_imports(obj: Any) -> list[str]:
+    import pickle
+
+    return pickle_globals(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
+
+
+def load_step(directory: Path, record: dict[str, Any]) -> Any:
+    """Rebuild one step from its file (the caller has already checked trust)."""
+    path = Path(directory) / record["file"]
+    serializer = record["serializer"]
+    if serializer == "native":
+        from . import native
+
+        return native.read_native(path)
+    if serializer == "joblib":
+        import joblib
+
+        return joblib.load(path)
+    if serializer == "cloudpickle":
+        import cloudpickle
+
+        with open(path, "rb") as handle:
+            return cloudpickle.load(handle)
+    raise UnsupportedFormatError(
+        f"Step {record['name']} ({record['file']}) uses serializer {serializer!r}; "
+        f"this keras-bundle knows {sorted(EXTENSIONS)}. Upgrade keras-bundle.",
+        found=serializer,
+        supported=sorted(EXTENSIONS),
+    )
+
+
+def postprocess_mode(obj: Any) -> str:
+    """How model outputs reach the step: ``class_ids`` (argmax / 0.5 threshold) or as they are.
+
+    A label encoder (anything with ``classes_`` whose inverse_transform takes class ids)
+    gets class ids; LabelBinarizer and OneHotEncoder decode score matrices themselves, and a
+    target scaler takes the regressor's outputs as they are.
+    """
+    if not hasattr(obj, "inverse_transform"):
+        raise TypeError(
+            f"postprocess must be a fitted object with inverse_transform (a LabelEncoder, a "
+            f"target scaler, ...); got {class_path(obj)}."
+        )
+    if hasattr(obj, "classes_") and type(obj).__name__ not in NOT_LABEL_DECODERS:
+        return "class_ids"
+    return "inverse_transform"
+
+
+def _columns_of(x: Any) -> list[str]:
+    return [str(column) for column in getattr(x, "columns", [])]
+
+
+def to_dense_2d(x: Any) -> np.ndarray:
+    """A step's output as a dense ndarray (sparse matrices and DataFrames included)."""
+    if hasattr(x, "toarray"):
+        x = x.toarray()
+    elif hasattr(x, "to_numpy"):
+        x = x.to_numpy()
+    return np.asarray(x)
+
+
+class Preprocessor:
+    """The preprocess steps as one callable: canonical input in, dense model input out.
+
+    When every step has a compiled vectorized replay (`fast.compile_replay`), those are used:
+    they give the same numbers as scikit-learn's transform without its per-call overhead.
+    Otherwise each step's own ``transform`` runs.
+    """
+
+    def __init__(self, steps: Sequence[Any], *, fast: bool = True, dtype: Any = np.float64):
+        self.steps = list(steps)
+        self._replays: list[Callable[[Any], Any]] | None = None
+        if fast and self.steps:
+            self._replays = _compile_all(self.steps, dtype)
+
+    @property
+    def is_fast(self) -> bool:
+        """True when the compiled replay runs instead of the steps' ``transform``."""
+        return self._replays is not None
+
+    def __call__(self, x: Any) -> Any:
+        functions = self._replays or [step.transform for step in self.steps]
+        for index, (step, function) in enumerate(zip(self.steps, functions, strict=True)):
+            try:
+                x = function(x)
+            except Exception as exc:
+                columns = _columns_of(x)
+                raise StepError(
+                    f"Preprocess step {index} ({class_path(step)}) failed on input that passed "
+                    f"the bundle's input checks: {type(exc).__name__}: {exc}"
+                    + (f"\nColumns it received: {', '.join(columns[:12])}" if columns else "")
+                    + "\nThe original exception is chained below.",
+                    step=f"preprocess[{index}] {class_path(step)}",
+                    columns=columns,
+                ) from exc
+        return to_dense_2d(x) if self.steps else x
+
+
+def _compile_all(steps: Sequence[Any], dtype: Any) -> list[Callable[[Any], Any]] | None:
+    try:
+        from .fast import compile_replay
+    except ImportError:
+        return None
+    replays = [compile_replay(step, dtype=dtype) for step in steps]
+    return None if any(replay is None for replay in replays) else replays
+
+
+class Postprocessor:
+    """The postprocess steps: model outputs in, user values (labels, original units) out."""
+
+    def __init__(self, steps: Sequence[Any], modes: Sequence[str]):
+        self.steps = list(steps)
+        self.modes = list(modes)
+
+    def __call__(self, outputs: np.ndarray) -> Any:
+        values: Any = outputs
+        for index, (step, mode) in enumerate(zip(self.steps, self.modes, strict=True)):
+            try:
+                decoded = _class_ids(values) if mode == "class_ids" else values
+                values = step.inverse_transform(decoded)
+            except Exception as exc:
+                raise StepError(
+                    f"Postprocess step {index} ({class_path(step)}) failed on the model's outputs "
+                    f"of shape {np.shape(values)}: {type(exc).__name__}: {exc}",
+                    step=f"postprocess[{index}] {class_path(step)}",
+                ) from exc
+        return values
+
+
+def _class_ids(scores: np.ndarray) -> np.ndarray:
+    """Softmax rows -> argmax; one sigmoid column -> 1 where the score is above 0.5."""
+    scores = np.asarray(scores)
+    if scores.ndim >= 2 and scores.shape[-1] > 1:
+        return np.argmax(scores, axis=-1)
+    return (scores.reshape(len(scores)) > 0.5).astype(np.int64)
