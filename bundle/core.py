@@ -8,7 +8,8 @@ from __future__ import annotations
 import json
 import math
 import shutil
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -35,6 +36,8 @@ from .schema import InputSchema, infer_schema, schema_from_hints
 from .steps import Postprocessor, Preprocessor, load_step, postprocess_mode, save_step
 from .steps.rules import input_rules
 
+_DONE = object()
+_EMPTY = object()
 DEFAULT_BATCH_BYTES = 64 << 20  # model-input bytes per chunk
 MIN_BATCH_ROWS, MAX_BATCH_ROWS = 256, 16384
 
@@ -249,12 +252,14 @@ class Bundle:
         *,
         version: str | None = None,
         trusted: bool = False,
+        precision: str = "float32",
     ) -> Bundle:
         """Load a bundle: a version directory, or the highest (or given) version of a root.
 
         Every file is checked against the manifest's sha256 and size before anything is
         read, and parts whose loading executes code (pickles, Lambda layers) are refused
-        unless `trusted` is True.
+        unless `trusted` is True. `precision` ("float16", "bfloat16") makes reduced-precision
+        inference the default for `predict`.
 
         Raises:
             BundleNotFoundError: nothing published at `location`, or no such version.
@@ -267,10 +272,12 @@ class Bundle:
         verify_files(path, manifest.files, label=manifest.label)
         check_trust(_trust_parts(manifest), trusted=trusted, label=manifest.label)
         warn_on_mismatch(manifest.environment, label=manifest.label.capitalize())
-        return cls._construct(path, manifest, trusted=trusted)
+        return cls._construct(path, manifest, trusted=trusted, precision=precision)
 
     @classmethod
-    def _construct(cls, path: Path, manifest: Manifest, *, trusted: bool) -> Bundle:
+    def _construct(
+        cls, path: Path, manifest: Manifest, *, trusted: bool, precision: str = "float32"
+    ) -> Bundle:
         """Build the bundle from verified files: the first code that may import or unpickle."""
         from .model import load_model
 
@@ -293,6 +300,7 @@ class Bundle:
         bundle._engine = _Engine(
             model, bundle._preprocess, bundle._postprocess, bundle._modes, manifest.model
         )
+        bundle._engine.precision = precision
         bundle._warm_up()
         return bundle
 
@@ -312,6 +320,7 @@ class Bundle:
         batch_size: int | None = None,
         postprocess: bool = True,
         strict: bool = False,
+        precision: str | None = None,
     ) -> Any:
         """Replay the training-time pipeline on raw input and return predictions.
 
@@ -322,6 +331,8 @@ class Bundle:
                 to about 64 MiB of model input). Results do not depend on it.
             postprocess: False returns the model's raw outputs (scores).
             strict: refuse columns the bundle does not know instead of ignoring them.
+            precision: ``"float16"`` or ``"bfloat16"`` runs the model in reduced precision
+                (a converted copy, built on first use); default: the load-time precision.
 
         Raises:
             SchemaError: the input does not match the input contract (before any step ran).
@@ -329,7 +340,7 @@ class Bundle:
         """
         canonical = self._coerce(raw, strict=strict)
         engine = self._get_engine()
-        scores = engine.run(canonical, batch_size=batch_size)
+        scores = engine.run(canonical, batch_size=batch_size, precision=precision)
         if postprocess and self._postprocess:
             return engine.postprocess(scores)
         return scores
@@ -337,9 +348,144 @@ class Bundle:
     def predict_batches(
         self, chunks: Iterable[Any], *, postprocess: bool = True, strict: bool = False
     ) -> Iterator[Any]:
-        """Predict an iterable of chunks (DataFrames, arrays, record lists) chunk by chunk."""
-        for chunk in chunks:
-            yield self.predict(chunk, postprocess=postprocess, strict=strict)
+        """Predict an iterable of chunks (DataFrames, arrays, record lists), one result each.
+
+        Chunk k+1 is validated and preprocessed in a background thread while the model
+        runs on chunk k. Each chunk goes through the model whole: size chunks to memory.
+        """
+        engine = self._get_engine()
+
+        def prepare(chunk: Any) -> Any:
+            canonical = self._coerce(chunk, strict=strict)
+            if _n_rows(canonical) == 0:
+                return _EMPTY
+            return engine.prepare(canonical)
+
+        def infer(prepared: Any) -> Any:
+            return engine._empty_scores() if prepared is _EMPTY else engine.infer(prepared)
+
+        for scores in engine.pipelined(chunks, prepare, infer=infer):
+            yield engine.postprocess(scores) if postprocess and self._postprocess else scores
+
+    def predict_file(
+        self,
+        src: str | Path,
+        dst: str | Path,
+        *,
+        id_column: str | Sequence[str] | None = None,
+        batch_size: int = 65_536,
+        scores: bool = False,
+        input_format: str | None = None,
+        output_format: str | None = None,
+        strict: bool = False,
+        progress: Callable[[int], None] | None = None,
+    ) -> int:
+        """Score a Parquet, CSV or JSON Lines file into another, batch by batch.
+
+        The input is read in record batches of `batch_size` rows (never whole); the output
+        holds the `id_column` (s) copied from the input, a ``prediction`` column (when the
+        bundle has a postprocess step) and, with `scores=True` or without postprocessing,
+        one ``score_<class>`` column per model output. Peak memory depends on `batch_size`,
+        not on the file size. The output appears only once complete.
+
+        Returns:
+            The number of rows scored.
+        """
+        from . import tabular_io
+
+        in_fmt = tabular_io.file_format(src, input_format)
+        out_fmt = tabular_io.file_format(dst, output_format)
+        ids = [id_column] if isinstance(id_column, str) else list(id_column or [])
+        frames = tabular_io.iter_batches(
+            src, batch_size=batch_size, fmt=in_fmt, column_types=self._csv_types(ids)
+        )
+        rows = 0
+        with tabular_io.BatchWriter(dst, fmt=out_fmt) as writer:
+            for id_frame, result in self._score_frames(frames, ids, strict=strict):
+                writer.write(self._output_frame(id_frame, ids, result, scores=scores))
+                rows += len(id_frame)
+                if progress is not None:
+                    progress(len(id_frame))
+            if rows == 0:
+                writer.write(self._output_frame(None, ids, None, scores=scores))
+        return rows
+
+    def _score_frames(
+        self, frames: Iterable[Any], ids: Sequence[str], *, strict: bool
+    ) -> Iterator[tuple[Any, Any]]:
+        """``(input frame, scores)`` per batch, preparing batch k+1 while k is inferred."""
+        engine = self._get_engine()
+
+        def prepare(frame: Any) -> Any:
+            missing = [c for c in ids if c not in frame.columns]
+            if missing:
+                raise SchemaError(
+                    f"The id column(s) {', '.join(map(repr, missing))} are not in the input; "
+                    f"its columns are: {', '.join(map(str, frame.columns[:12]))}.",
+                    column=missing[0],
+                )
+            features = frame.drop(columns=[c for c in ids if c not in self._known_columns()])
+            canonical = self._coerce(features, strict=strict)
+            return frame[ids] if ids else frame.iloc[:, :0], engine.prepare(canonical)
+
+        def infer(prepared: Any) -> Any:
+            id_frame, model_input = prepared
+            return id_frame, engine.infer(model_input)
+
+        yield from engine.pipelined(frames, prepare, infer=infer)
+
+    def _known_columns(self) -> set[str]:
+        schema = self._schema.to_dict() if self._schema is not None else {}
+        return {str(column.get("name")) for column in schema.get("columns", [])}
+
+    def _csv_types(self, ids: Sequence[str]) -> dict[str, Any]:
+        """pyarrow types for CSV columns, from the input schema, so blocks agree."""
+        import pyarrow as pa
+
+        schema = self._schema.to_dict() if self._schema is not None else {}
+        by_kind = {"float": pa.float64(), "integer": pa.float64(), "string": pa.string(),
+                   "categorical": pa.string(), "bool": pa.bool_()}
+        types = {
+            str(column["name"]): by_kind[column["kind"]]
+            for column in schema.get("columns", [])
+            if column.get("kind") in by_kind
+        }
+        types.update({column: pa.string() for column in ids if column not in types})
+        return types
+
+    def _output_frame(self, id_frame: Any, ids: Sequence[str], result: Any, *, scores: bool) -> Any:
+        """The output rows for one batch: ids, ``prediction``, ``score_*`` columns."""
+        import pandas as pd
+
+        engine = self._get_engine()
+        if result is None:  # no input rows: an empty file with the right columns
+            id_frame = pd.DataFrame({column: pd.Series([], dtype="object") for column in ids})
+            result = engine._empty_scores()
+        if isinstance(result, Mapping):
+            raise BundleError("predict_file supports single-output models only.")
+        out = id_frame.reset_index(drop=True).copy()
+        result = np.asarray(result)
+        if self._postprocess:
+            predictions = np.asarray(engine.postprocess(result))
+            if predictions.ndim == 2 and predictions.shape[1] == 1:
+                predictions = predictions[:, 0]
+            if predictions.ndim == 1:
+                out["prediction"] = predictions
+            else:
+                for i in range(predictions.shape[1]):
+                    out[f"prediction_{i}"] = predictions[:, i]
+        if scores or not self._postprocess:
+            flat = result.reshape(len(result), -1)
+            for i, name in enumerate(self._score_names(flat.shape[1])):
+                out[name] = flat[:, i]
+        return out
+
+    def _score_names(self, width: int) -> list[str]:
+        if self._postprocess and self._modes[0] == "class_ids":
+            classes = list(getattr(self._postprocess[0], "classes_", []))
+            if len(classes) == width:
+                return [f"score_{c}" for c in classes]
+        return ["score"] if width == 1 else [f"score_{i}" for i in range(width)]
 
     def validate(self, raw: Any, *, strict: bool = False) -> list[str]:
         """Every problem the input contract finds in `raw`, without predicting ([] if none)."""
@@ -378,7 +524,8 @@ class _Engine:
         self.postprocess = Postprocessor(postprocess, modes)
         self._model_record = model_record
         self._function_cls = InferenceFunction
-        self._function: InferenceFunction | None = None
+        self._functions: dict[str, InferenceFunction] = {}
+        self.precision = "float32"
         self._signature: tuple[list[dict], list[dict]] | None = (
             (list(model_record["inputs"]), list(model_record["outputs"])) if model_record else None
         )
@@ -400,29 +547,77 @@ class _Engine:
             except BundleError:
                 self._signature = model_signature(self.model, first_input)
 
-    def function(self) -> Any:
-        if self._function is None:
-            self._function = self._function_cls(self.model, self.signature[0])
-        return self._function
+    def function(self, precision: str | None = None) -> Any:
+        """The traced inference function for `precision` (built on first use)."""
+        precision = precision or self.precision
+        if precision not in self._functions:
+            from .model import reduced_precision
 
-    def run(self, canonical: Any, *, batch_size: int | None) -> Any:
+            model = self.model
+            if precision != "float32":
+                model = reduced_precision(model, precision)
+            self._functions[precision] = self._function_cls(model, self.signature[0])
+        return self._functions[precision]
+
+    def prepare(self, canonical_chunk: Any) -> Any:
+        """Preprocess a canonical chunk into a model input of the model's dtype."""
+        model_input = self.preprocess(canonical_chunk)
+        self._ensure_signature(model_input)
+        return self._check_model_input(model_input)
+
+    def infer(self, model_input: Any, precision: str | None = None) -> Any:
+        """The model's outputs for one prepared chunk."""
+        return self.function(precision)(model_input)
+
+    def run(self, canonical: Any, *, batch_size: int | None, precision: str | None = None) -> Any:
         """Scores for every row of a canonical input, computed chunk by chunk."""
         n_rows = _n_rows(canonical)
         if n_rows == 0:
             self._ensure_signature(None)
             return self._empty_scores()
-        batch_size = batch_size or self._default_batch_size()
+        if batch_size is None:
+            batch_size = self._default_batch_size()
         if batch_size < 1:
             raise ValueError(f"batch_size must be a positive number of rows; got {batch_size}.")
+        starts = range(0, n_rows, batch_size)
+        chunks = (_slice_rows(canonical, start, start + batch_size) for start in starts)
         outputs: Any = None
-        for start in range(0, n_rows, batch_size):
-            chunk = _slice_rows(canonical, start, start + batch_size)
-            model_input = self.preprocess(chunk)
-            self._ensure_signature(model_input)
-            model_input = self._check_model_input(model_input)
-            result = self.function()(model_input)
+        results = self.pipelined(chunks, self.prepare, infer=lambda x: self.infer(x, precision))
+        for start, result in zip(starts, results, strict=True):
             outputs = _place(outputs, result, start, n_rows)
         return outputs
+
+    def pipelined(
+        self,
+        items: Iterable[Any],
+        prepare: Callable[[Any], Any],
+        *,
+        infer: Callable[[Any], Any] | None = None,
+    ) -> Iterator[Any]:
+        """Model outputs for each item, preparing item k+1 in a thread while k is inferred.
+
+        TensorFlow releases the GIL during inference, so NumPy/pandas preprocessing of
+        the next chunk runs on the other core. A single item runs inline.
+        """
+        infer = infer or self.infer
+        iterator = iter(items)
+        first = next(iterator, _DONE)
+        if first is _DONE:
+            return
+        second = next(iterator, _DONE)
+        if second is _DONE:
+            yield infer(prepare(first))
+            return
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="bundle-prepare") as pool:
+            pending = pool.submit(prepare, first)
+            upcoming: Any = second
+            while pending is not None:
+                prepared = pending.result()
+                pending = None
+                if upcoming is not _DONE:
+                    pending = pool.submit(prepare, upcoming)
+                    upcoming = next(iterator, _DONE)
+                yield infer(prepared)
 
     def _default_batch_size(self) -> int:
         inputs = self.signature[0]

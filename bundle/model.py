@@ -6,6 +6,7 @@ reading or verifying a bundle never pays for them.
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,6 +19,17 @@ from .errors import BundleError
 __all__ = ["InferenceFunction", "load_model", "model_signature", "save_model"]
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def import_keras() -> Any:
+    """Import Keras (and TensorFlow), after pyarrow.
+
+    pyarrow and TensorFlow bundle their own copies of native libraries; importing pyarrow's
+    Parquet reader after TensorFlow has crashed processes in several version combinations
+    (apache/arrow#1450, #2637), and bundles read Parquet examples and files.
+    """
+    importlib.import_module("pyarrow.parquet")
+    return importlib.import_module("keras")
 
 
 def save_model(model: Any, path: Path) -> None:
@@ -34,8 +46,7 @@ def save_model(model: Any, path: Path) -> None:
 
 def load_model(path: Path, custom_objects: Mapping[str, Any], *, safe_mode: bool) -> Any:
     """Load a ``.keras`` file with the given custom objects, compiled as it was saved."""
-    import keras
-
+    keras = import_keras()
     try:
         return keras.saving.load_model(
             str(path), custom_objects=dict(custom_objects), compile=True, safe_mode=safe_mode
@@ -110,6 +121,36 @@ def _signature_from_call(model: Any, sample_input: Any) -> tuple[list[dict], lis
     return inputs, outputs
 
 
+PRECISIONS = ("float32", "float16", "bfloat16")
+
+
+def reduced_precision(model: Any, precision: str) -> Any:
+    """A copy of `model` whose layers compute and hold their weights in `precision`.
+
+    Works for Sequential and functional models (rebuilt layer by layer from their configs
+    with a new dtype policy); inputs are cast by Keras, outputs cast back to float32 by the
+    inference function.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}.")
+    keras = import_keras()
+
+    def clone_layer(layer: Any) -> Any:
+        config = layer.get_config()
+        config["dtype"] = precision
+        return layer.__class__.from_config(config)
+
+    try:
+        clone = keras.models.clone_model(model, clone_function=clone_layer)
+    except Exception as exc:
+        raise BundleError(
+            f"Cannot run {type(model).__name__} in {precision}: {exc}\n"
+            "Reduced precision needs a Sequential or functional model."
+        ) from exc
+    clone.set_weights(model.get_weights())
+    return clone
+
+
 class InferenceFunction:
     """The model's forward pass as one traced TensorFlow function.
 
@@ -119,6 +160,7 @@ class InferenceFunction:
     """
 
     def __init__(self, model: Any, inputs: list[dict[str, Any]]):
+        import_keras()
         import tensorflow as tf
 
         self.model = model
@@ -132,7 +174,12 @@ class InferenceFunction:
             signature = [tf.TensorSpec(inputs[0]["shape"], inputs[0]["dtype"])]
 
         def forward(x: Any) -> Any:
-            return model(x, training=False)
+            result = model(x, training=False)
+            # Reduced-precision clones compute in float16/bfloat16; callers get float32.
+            return tf.nest.map_structure(
+                lambda t: tf.cast(t, tf.float32) if t.dtype in (tf.float16, tf.bfloat16) else t,
+                result,
+            )
 
         self._function = tf.function(forward, input_signature=signature, autograph=False)
 

@@ -1,0 +1,183 @@
+"""Shared fixtures: small real datasets, real trained Keras models, real saved bundles.
+
+Everything expensive is session-scoped: a model is trained once and its bundle saved once,
+then every test reads it. Tests that change a bundle copy it first (`bundle_copy`).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet  # noqa: F401  (before TensorFlow: see bundle.model.import_keras)
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SEED = 0
+
+
+def run_python(code: str, *, cwd: Path | None = None, check: bool = True, timeout: int = 300):
+    """Run `code` in a fresh Python process (none of the test's imports) and return it.
+
+    The child sees only what an installed keras-bundle user sees: tests/ is not importable.
+    """
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONHASHSEED": "0"}
+    env.pop("PYTHONPATH", None)
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"child process failed with {result.returncode}:\n{result.stdout}\n{result.stderr}"
+        )
+    return result
+
+
+def make_tabular_frame(n: int, seed: int = SEED) -> tuple[pd.DataFrame, np.ndarray]:
+    """Four numeric columns (one with NaN), two string columns, a 3-class string target."""
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame(
+        {
+            "age": rng.integers(18, 90, n).astype("float64"),
+            "income": rng.lognormal(10, 1, n),
+            "score": rng.normal(0, 1, n),
+            "visits": rng.poisson(3, n).astype("int64"),
+            "plan": rng.choice(["basic", "plus", "pro"], n),
+            "region": rng.choice(["north", "south", "east", "west"], n),
+        }
+    )
+    frame.loc[rng.random(n) < 0.1, "income"] = np.nan
+    logits = frame["score"].to_numpy() + (frame["plan"] == "pro").to_numpy() * 1.5
+    target = np.where(logits > 1, "churn", np.where(logits > -0.5, "stay", "upgrade"))
+    return frame, target
+
+
+@pytest.fixture(scope="session")
+def tabular_data():
+    return make_tabular_frame(400)
+
+
+@pytest.fixture(scope="session")
+def tabular_parts(tabular_data):
+    """A fitted ColumnTransformer, LabelEncoder, and a trained softmax model."""
+    import keras
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import LabelEncoder, OneHotEncoder, StandardScaler
+
+    frame, target = tabular_data
+    keras.utils.set_random_seed(SEED)
+    preprocess = ColumnTransformer(
+        [
+            (
+                "num",
+                make_pipeline(SimpleImputer(strategy="median"), StandardScaler()),
+                ["age", "income", "score", "visits"],
+            ),
+            (
+                "cat",
+                make_pipeline(
+                    SimpleImputer(strategy="most_frequent"),
+                    OneHotEncoder(handle_unknown="ignore"),
+                ),
+                ["plan", "region"],
+            ),
+        ]
+    )
+    features = preprocess.fit_transform(frame)
+    labels = LabelEncoder().fit(target)
+    model = keras.Sequential(
+        [
+            keras.Input((features.shape[1],)),
+            keras.layers.Dense(16, activation="relu"),
+            keras.layers.Dense(3, activation="softmax"),
+        ]
+    )
+    model.compile("adam", loss="categorical_crossentropy")
+    model.fit(features, keras.utils.to_categorical(labels.transform(target)), epochs=3, verbose=0)
+    return preprocess, labels, model
+
+
+@pytest.fixture(scope="session")
+def tabular_bundle(tmp_path_factory, tabular_data, tabular_parts):
+    """A saved tabular bundle: (version directory, Bundle that saved it)."""
+    from bundle import Bundle
+
+    frame, _ = tabular_data
+    preprocess, labels, model = tabular_parts
+    root = tmp_path_factory.mktemp("tabular") / "churn"
+    bundle = Bundle(
+        model,
+        preprocess=preprocess,
+        postprocess=labels,
+        input_example=frame.iloc[:100],
+        name="churn",
+        version="1.0.0",
+        metadata={"auc": 0.91},
+    )
+    return bundle.save(root), bundle
+
+
+@pytest.fixture(scope="session")
+def image_data():
+    rng = np.random.default_rng(SEED)
+    images = rng.integers(0, 256, size=(64, 8, 8, 1), dtype=np.uint8)
+    labels = (images.reshape(64, -1).mean(axis=1) > 127).astype("int64")
+    return images, labels
+
+
+@pytest.fixture(scope="session")
+def image_parts(image_data):
+    """A small conv net trained on 8x8 grayscale uint8 images (no preprocessing step)."""
+    import keras
+
+    images, labels = image_data
+    keras.utils.set_random_seed(SEED)
+    model = keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            keras.layers.Rescaling(1 / 255),
+            keras.layers.Conv2D(4, 3, activation="relu"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(2, activation="softmax"),
+        ]
+    )
+    model.compile("adam", loss="sparse_categorical_crossentropy")
+    model.fit(images.astype("float32"), labels, epochs=2, verbose=0)
+    return model
+
+
+@pytest.fixture(scope="session")
+def image_bundle(tmp_path_factory, image_data, image_parts):
+    from bundle import Bundle
+
+    images, _ = image_data
+    root = tmp_path_factory.mktemp("image") / "digits"
+    bundle = Bundle(image_parts, input_example=images[:16], name="digits", version="3")
+    return bundle.save(root), bundle
+
+
+@pytest.fixture
+def bundle_copy(tmp_path):
+    """Copy a saved version directory into this test's tmp dir, to modify it freely."""
+
+    def copy(version_dir: Path) -> Path:
+        target = tmp_path / "copy" / version_dir.name
+        shutil.copytree(version_dir, target)
+        return target
+
+    return copy
