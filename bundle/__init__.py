@@ -17,12 +17,16 @@ from .errors import (
     IntegrityError,
     SchemaError,
     StepError,
+    UnsafeArchiveError,
     UnsafeLoadError,
     UnsupportedFormatError,
     VersionExistsError,
 )
+from .locations import VersionInfo
 from .manifest import FORMAT_VERSION, Manifest
+from .releases import archive, list_versions, tag, verify
 from .schema import InputSchema
+from .verification import Check, VerifyReport
 
 __all__ = [
     "FORMAT_VERSION",
@@ -30,6 +34,7 @@ __all__ = [
     "BundleError",
     "BundleNotFoundError",
     "BundleWarning",
+    "Check",
     "EnvironmentMismatchWarning",
     "ExtraColumnsWarning",
     "InputSchema",
@@ -37,8 +42,15 @@ __all__ = [
     "Manifest",
     "SchemaError",
     "StepError",
+    "UnsafeArchiveError",
     "UnsafeLoadError",
     "UnsupportedFormatError",
+    "VerifyReport",
     "VersionExistsError",
+    "VersionInfo",
     "__version__",
+    "archive",
+    "list_versions",
+    "tag",
+    "verify",
 ]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -23,6 +24,7 @@ from .custom_objects import discover, load_custom_objects, save_custom_objects
 from .environment import capture_environment, requirements_text, warn_on_mismatch
 from .errors import BundleError, SchemaError
 from .integrity import check_trust, file_table, hash_file, verify_files
+from .locations import fetch, open_root
 from .manifest import (
     CUSTOM_OBJECTS_DIR,
     MODEL_CARD_FILE,
@@ -35,6 +37,7 @@ from .manifest import (
 from .schema import InputSchema, infer_schema, schema_from_hints
 from .steps import Postprocessor, Preprocessor, load_step, postprocess_mode, save_step
 from .steps.rules import input_rules
+from .verification import Check, VerifyReport, compare_outputs, environment_check, files_check
 
 _DONE = object()
 _EMPTY = object()
@@ -144,17 +147,25 @@ class Bundle:
         )
 
     # ------------------------------------------------------------------ save
-    def save(self, root: str | Path, *, overwrite: bool = False) -> Path:
-        """Write this bundle as a new version under `root` and return its directory.
+    def save(
+        self, root: str | Path, *, overwrite: bool = False, **storage_options: Any
+    ) -> Path | str:
+        """Write this bundle as a new version under `root` and return where it went.
 
-        The version is written into a hidden staging directory, flushed to disk, and renamed
-        into place, so no partial version is ever visible.
+        `root` is a local directory or an fsspec URL (``s3://bucket/models/churn``). Locally,
+        the version is written into a hidden staging directory, flushed to disk and renamed
+        into place; on object storage, the version name is claimed atomically, every file is
+        uploaded, and the manifest last. Either way no partial version is ever visible.
+
+        Returns:
+            The version directory (a Path), or its URL for object storage.
 
         Raises:
             VersionExistsError: the version exists under `root` and `overwrite` is False.
         """
-        root = Path(root)
-        staging = store.staging_dir(root)
+        target = open_root(root, **storage_options)
+        scratch = Path(tempfile.mkdtemp(prefix="keras-bundle-")) if target.is_remote else None
+        staging = store.staging_dir(scratch or target.local)
         try:
             draft = self._write_parts(staging)
             base_files = file_table(staging)
@@ -172,15 +183,16 @@ class Bundle:
                 self._manifest = replace(draft, version=version, files=dict(sorted(files.items())))
                 write_manifest(self._manifest, directory)
 
-            path = store.publish(
-                staging, root, self.version, finalize=finalize, overwrite=overwrite
+            location = target.publish(
+                staging, self.version, finalize=finalize, overwrite=overwrite
             )
         except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
             self._manifest = None
             raise
-        self._path = path
-        return path
+        finally:
+            shutil.rmtree(scratch or staging, ignore_errors=True)
+        self._path = None if target.is_remote else Path(location)
+        return location if target.is_remote else Path(location)
 
     def _write_parts(self, directory: Path) -> Manifest:
         """Write every part but the model card and the manifest; return the draft manifest."""
@@ -253,8 +265,14 @@ class Bundle:
         version: str | None = None,
         trusted: bool = False,
         precision: str = "float32",
+        **storage_options: Any,
     ) -> Bundle:
-        """Load a bundle: a version directory, or the highest (or given) version of a root.
+        """Load a bundle from a version directory, a root, an archive or an fsspec URL.
+
+        `location` is a version directory, a root of versions (the highest is taken, or
+        `version`, which may also be an alias), ``root@alias``, a ``.tar.gz``/``.zip``
+        archive, or any of these as an fsspec URL (``s3://...``; `storage_options` go to
+        fsspec). Remote bundles and archives are cached locally (``$KERAS_BUNDLE_CACHE``).
 
         Every file is checked against the manifest's sha256 and size before anything is
         read, and parts whose loading executes code (pickles, Lambda layers) are refused
@@ -267,7 +285,7 @@ class Bundle:
             UnsafeLoadError: a part needs ``trusted=True``.
             UnsupportedFormatError: the bundle's format is newer than this package.
         """
-        path = store.resolve(Path(location), version)
+        path = fetch(location, version, **storage_options)
         manifest = read_manifest(path)
         verify_files(path, manifest.files, label=manifest.label)
         check_trust(_trust_parts(manifest), trusted=trusted, label=manifest.label)
@@ -311,6 +329,47 @@ class Bundle:
         example = golden.read_example(self._path, self._manifest.example["input"])
         self._example = example
         self.predict(golden.head(example, 1), postprocess=False)
+
+    # ------------------------------------------------------------------ verify
+    def verify(self) -> VerifyReport:
+        """Re-check every hash, and replay the stored example against its golden outputs.
+
+        Returns a report of what matched and what drifted (for instance after a TensorFlow
+        upgrade); it is truthy when every check passed. Environment differences are listed
+        but do not fail the report; output drift beyond the manifest's tolerance does.
+        """
+        manifest = self.manifest
+        checks = [files_check(self._path, manifest)] if self._path is not None else []
+        checks.append(
+            Check(
+                "load",
+                True,
+                f"model, {len(self._preprocess)} preprocess and {len(self._postprocess)} "
+                f"postprocess step(s), {len(manifest.custom_objects)} custom object(s)",
+            )
+        )
+        checks.append(environment_check(manifest.environment))
+        checks.extend(self._replay_checks())
+        return VerifyReport(manifest.label, checks)
+
+    def _replay_checks(self) -> list[Check]:
+        manifest, path = self.manifest, self._path
+        example = manifest.example
+        if example is None or path is None:
+            return [Check("example", True, "no input example stored: nothing to replay")]
+        rows = golden.read_example(path, example["input"])
+        try:
+            scores = self.predict(rows, postprocess=False)
+        except BundleError as exc:
+            return [Check("example scores", False, f"replay failed: {exc}")]
+        tolerance = {"rtol": example["rtol"], "atol": example["atol"]}
+        expected = golden.read_outputs(path / example["scores"])
+        checks = [compare_outputs("example scores", expected, scores, **tolerance)]
+        if example.get("predictions"):
+            labels = self._get_engine().postprocess(scores)
+            stored = golden.read_outputs(path / example["predictions"])
+            checks.append(compare_outputs("example predictions", stored, labels, **tolerance))
+        return checks
 
     # ------------------------------------------------------------------ predict
     def predict(

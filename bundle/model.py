@@ -7,6 +7,7 @@ reading or verifying a bundle never pays for them.
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -124,6 +125,25 @@ def _signature_from_call(model: Any, sample_input: Any) -> tuple[list[dict], lis
 PRECISIONS = ("float32", "float16", "bfloat16")
 
 
+class _OneTracePerFunction(logging.Filter):
+    """Drop TensorFlow's "frequent retracing" warning about our inference functions.
+
+    Each bundle traces its own function exactly once (a fixed signature with a free batch
+    axis); TensorFlow's heuristic counts traces of every function built from the same code,
+    so loading a few bundles in one process would print a misleading warning.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not ("triggered tf.function retracing" in message and "InferenceFunction" in message)
+
+
+def _quiet_retracing_warning() -> None:
+    logger = logging.getLogger("tensorflow")
+    if not any(isinstance(f, _OneTracePerFunction) for f in logger.filters):
+        logger.addFilter(_OneTracePerFunction())
+
+
 def reduced_precision(model: Any, precision: str) -> Any:
     """A copy of `model` whose layers compute and hold their weights in `precision`.
 
@@ -163,6 +183,7 @@ class InferenceFunction:
         import_keras()
         import tensorflow as tf
 
+        _quiet_retracing_warning()
         self.model = model
         self.inputs = inputs
         self.multi_input = len(inputs) > 1
