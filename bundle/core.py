@@ -183,9 +183,7 @@ class Bundle:
                 self._manifest = replace(draft, version=version, files=dict(sorted(files.items())))
                 write_manifest(self._manifest, directory)
 
-            location = target.publish(
-                staging, self.version, finalize=finalize, overwrite=overwrite
-            )
+            location = target.publish(staging, self.version, finalize=finalize, overwrite=overwrite)
         except BaseException:
             self._manifest = None
             raise
@@ -316,7 +314,12 @@ class Bundle:
         bundle._manifest = manifest
         bundle._path = path
         bundle._engine = _Engine(
-            model, bundle._preprocess, bundle._postprocess, bundle._modes, manifest.model
+            model,
+            bundle._preprocess,
+            bundle._postprocess,
+            bundle._modes,
+            manifest.model,
+            custom_objects=custom,
         )
         bundle._engine.precision = precision
         bundle._warm_up()
@@ -432,7 +435,7 @@ class Bundle:
         dst: str | Path,
         *,
         id_column: str | Sequence[str] | None = None,
-        batch_size: int = 65_536,
+        batch_size: int = 16_384,
         scores: bool = False,
         input_format: str | None = None,
         output_format: str | None = None,
@@ -502,8 +505,13 @@ class Bundle:
         import pyarrow as pa
 
         schema = self._schema.to_dict() if self._schema is not None else {}
-        by_kind = {"float": pa.float64(), "integer": pa.float64(), "string": pa.string(),
-                   "categorical": pa.string(), "bool": pa.bool_()}
+        by_kind = {
+            "float": pa.float64(),
+            "integer": pa.float64(),
+            "string": pa.string(),
+            "categorical": pa.string(),
+            "bool": pa.bool_(),
+        }
         types = {
             str(column["name"]): by_kind[column["kind"]]
             for column in schema.get("columns", [])
@@ -561,7 +569,14 @@ class Bundle:
 
     def _get_engine(self) -> _Engine:
         if self._engine is None:
-            self._engine = _Engine(self._model, self._preprocess, self._postprocess, self._modes)
+            custom = {o.name: o.obj for o in discover(self._model, self._user_custom_objects)}
+            self._engine = _Engine(
+                self._model,
+                self._preprocess,
+                self._postprocess,
+                self._modes,
+                custom_objects=custom,
+            )
         return self._engine
 
 
@@ -575,9 +590,12 @@ class _Engine:
         postprocess: Sequence[Any],
         modes: Sequence[str],
         model_record: Mapping[str, Any] | None = None,
+        *,
+        custom_objects: Mapping[str, Any] | None = None,
     ):
         from .model import InferenceFunction
 
+        self.custom_objects = dict(custom_objects or {})
         self.model = model
         self.preprocess = Preprocessor(preprocess)
         self.postprocess = Postprocessor(postprocess, modes)
@@ -585,6 +603,7 @@ class _Engine:
         self._function_cls = InferenceFunction
         self._functions: dict[str, InferenceFunction] = {}
         self.precision = "float32"
+        self.overlap = True  # prepare chunk k+1 while chunk k is inferred (see pipelined)
         self._signature: tuple[list[dict], list[dict]] | None = (
             (list(model_record["inputs"]), list(model_record["outputs"])) if model_record else None
         )
@@ -614,7 +633,7 @@ class _Engine:
 
             model = self.model
             if precision != "float32":
-                model = reduced_precision(model, precision)
+                model = reduced_precision(model, precision, self.custom_objects)
             self._functions[precision] = self._function_cls(model, self.signature[0])
         return self._functions[precision]
 
@@ -626,7 +645,21 @@ class _Engine:
 
     def infer(self, model_input: Any, precision: str | None = None) -> Any:
         """The model's outputs for one prepared chunk."""
-        return self.function(precision)(model_input)
+        function = self.function(precision)
+        try:
+            return function(model_input)
+        except Exception as exc:  # TensorFlow's errors are not for the caller to parse
+            shapes = (
+                {k: v.shape for k, v in model_input.items()}
+                if isinstance(model_input, Mapping)
+                else model_input.shape
+            )
+            raise BundleError(
+                f"The model failed on a preprocessed batch of shape {shapes} that passed the "
+                f"input checks: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}\n"
+                "This is a bug in the bundle or the model, not in your input; the original "
+                "exception is chained below."
+            ) from exc
 
     def run(self, canonical: Any, *, batch_size: int | None, precision: str | None = None) -> Any:
         """Scores for every row of a canonical input, computed chunk by chunk."""
@@ -664,8 +697,12 @@ class _Engine:
         if first is _DONE:
             return
         second = next(iterator, _DONE)
-        if second is _DONE:
-            yield infer(prepare(first))
+        if second is _DONE or not self.overlap:
+            for item in (first, second):
+                if item is not _DONE:
+                    yield infer(prepare(item))
+            for item in iterator:
+                yield infer(prepare(item))
             return
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="bundle-prepare") as pool:
             pending = pool.submit(prepare, first)
@@ -728,7 +765,8 @@ def _cast(x: Any, spec: Mapping[str, Any]) -> np.ndarray:
     dtype = np.dtype(spec["dtype"])
     if x.dtype == dtype:
         return x
-    cast = x.astype(dtype)
+    with np.errstate(over="ignore"):  # overflow is detected and refused just below
+        cast = x.astype(dtype)
     if dtype.kind == "f" and x.dtype.kind == "f" and dtype.itemsize < x.dtype.itemsize:
         overflow = np.isinf(cast) & ~np.isinf(x)
         if overflow.any():
@@ -852,9 +890,7 @@ def _model_inputs(model: Any) -> dict[str, tuple[tuple, str]] | None:
         inputs = list(model.inputs)
     except (AttributeError, ValueError):
         return None
-    return {
-        str(t.name): (tuple(t.shape[1:]), str(np.dtype(t.dtype).name)) for t in inputs
-    } or None
+    return {str(t.name): (tuple(t.shape[1:]), str(np.dtype(t.dtype).name)) for t in inputs} or None
 
 
 def _has_lambda_layers(model: Any) -> bool:

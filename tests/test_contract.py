@@ -1,0 +1,248 @@
+"""The input contract end to end: every raw input is replayed exactly or refused early.
+
+Refusals are checked on real bundles (real Keras models, real scikit-learn steps), and a
+hypothesis suite throws generated valid and malformed inputs at a tabular and an image
+bundle: each call returns finite values equal to the reference pipeline's, or raises
+SchemaError, never anything else.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from bundle import Bundle, ExtraColumnsWarning, SchemaError, StepError
+
+NUMERIC = ["age", "income", "score", "visits"]
+PLANS, REGIONS = ["basic", "plus", "pro"], ["north", "south", "east", "west"]
+
+
+@pytest.fixture(scope="module")
+def closed_bundle():
+    """No imputer on 'score', an encoder that refuses unseen plans; ignores unseen regions."""
+    import keras
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    rng = np.random.default_rng(7)
+    frame = pd.DataFrame(
+        {
+            "income": rng.normal(50, 10, 200),
+            "score": rng.normal(0, 1, 200),
+            "plan": rng.choice(PLANS, 200),
+            "region": rng.choice(REGIONS, 200),
+        }
+    )
+    ct = ColumnTransformer(
+        [
+            ("imputed", SimpleImputer(), ["income"]),
+            ("scaled", StandardScaler(), ["score"]),
+            ("plan", OneHotEncoder(), ["plan"]),
+            ("region", OneHotEncoder(handle_unknown="ignore"), ["region"]),
+        ]
+    ).fit(frame)
+    width = ct.transform(frame.iloc[:1]).shape[1]
+    model = keras.Sequential([keras.Input((width,)), keras.layers.Dense(2, activation="softmax")])
+    return Bundle(model, preprocess=ct, input_example=frame, name="closed"), frame
+
+
+def test_nan_in_a_column_without_imputer_is_refused(closed_bundle):
+    bundle, frame = closed_bundle
+    rows = frame.iloc[:5].copy()
+    rows.loc[rows.index[[1, 3]], "score"] = np.nan
+    with pytest.raises(SchemaError, match=r"Column 'score' has missing values .* in 2 of 5 rows"):
+        bundle.predict(rows)
+
+
+def test_nan_in_an_imputed_column_is_accepted(closed_bundle):
+    bundle, frame = closed_bundle
+    rows = frame.iloc[:5].copy()
+    rows["income"] = np.nan
+    assert np.isfinite(bundle.predict(rows)).all()
+
+
+def test_unseen_category_for_a_strict_encoder_is_refused(closed_bundle):
+    bundle, frame = closed_bundle
+    rows = frame.iloc[:3].copy()
+    rows["plan"] = ["gold", "basic", "gold"]
+    with pytest.raises(SchemaError, match=r"(?s)Column 'plan' has 1 value never seen.*'gold'.*"
+                       r"Known values \(3\): 'basic', 'plus', 'pro'"):
+        bundle.predict(rows)
+
+
+def test_unseen_category_for_an_ignoring_encoder_is_accepted(closed_bundle):
+    bundle, frame = closed_bundle
+    rows = frame.iloc[:3].copy()
+    rows["region"] = "atlantis"
+    assert np.isfinite(bundle.predict(rows)).all()
+
+
+def test_extra_columns_warn_once_or_are_refused_when_strict(closed_bundle):
+    bundle, frame = closed_bundle
+    rows = frame.iloc[:3].assign(customer_id=[1, 2, 3])
+    with pytest.warns(ExtraColumnsWarning, match="customer_id") as caught:
+        bundle.predict(rows)
+    assert len([w for w in caught if issubclass(w.category, ExtraColumnsWarning)]) == 1
+    with pytest.raises(SchemaError, match="customer_id"):
+        bundle.predict(rows, strict=True)
+
+
+def test_validate_lists_every_problem_without_predicting(closed_bundle):
+    bundle, frame = closed_bundle
+    rows = frame.iloc[:4].drop(columns=["income"]).copy()
+    rows["plan"] = "gold"
+    rows.loc[rows.index[0], "score"] = np.nan
+    problems = bundle.validate(rows)
+    assert len(problems) == 3
+    text = "\n".join(problems)
+    assert "income" in text and "'gold'" in text and "score" in text
+    assert bundle.validate(frame.iloc[:4]) == []
+
+
+def test_a_step_failing_on_valid_input_is_wrapped(tmp_path):
+    import keras
+    from sklearn.preprocessing import FunctionTransformer
+
+    def refuse_large(x):
+        if np.max(x) > 100:
+            raise ArithmeticError("value too large for this transform")
+        return x
+
+    X = np.random.default_rng(0).normal(size=(50, 2))
+    step = FunctionTransformer(refuse_large).fit(X)
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    bundle = Bundle(model, preprocess=step, input_example=X)
+    with pytest.raises(StepError, match=r"Preprocess step 0 \(.*FunctionTransformer\) failed") as err:
+        bundle.predict(np.array([[1.0, 500.0]]))
+    assert isinstance(err.value.__cause__, ArithmeticError)
+    assert err.value.step.startswith("preprocess[0]")
+
+
+# ---------------------------------------------------------------- hypothesis: tabular
+finite = st.floats(-1e6, 1e6, allow_nan=False, width=32)
+
+
+@st.composite
+def valid_rows(draw):
+    n = draw(st.integers(0, 6))
+    data = {
+        "age": draw(st.lists(st.integers(18, 90), min_size=n, max_size=n)),
+        "income": draw(st.lists(st.one_of(finite, st.just(np.nan)), min_size=n, max_size=n)),
+        "score": draw(st.lists(finite, min_size=n, max_size=n)),
+        "visits": draw(st.lists(st.integers(0, 20), min_size=n, max_size=n)),
+        "plan": draw(st.lists(st.sampled_from([*PLANS, "unseen"]), min_size=n, max_size=n)),
+        "region": draw(st.lists(st.sampled_from(REGIONS), min_size=n, max_size=n)),
+    }
+    frame = pd.DataFrame(data)
+    frame["income"] = frame["income"].astype("float64")
+    order = draw(st.permutations(list(frame.columns)))
+    form = draw(st.sampled_from(["frame", "records", "columns"]))
+    frame = frame[order]
+    if form == "records":
+        return frame, frame.to_dict(orient="records")
+    if form == "columns":
+        return frame, {c: frame[c].tolist() for c in frame.columns}
+    return frame, frame
+
+
+bad_values = st.one_of(
+    st.text(max_size=5), st.none(), st.floats(allow_nan=True), st.integers(), st.booleans(),
+    st.lists(st.integers(), max_size=2), st.dictionaries(st.text(max_size=2), st.integers(),
+                                                         max_size=1),
+)
+
+
+@st.composite
+def malformed_rows(draw):
+    _, valid = draw(valid_rows().filter(lambda pair: len(pair[0]) > 0))
+    frame = pd.DataFrame(valid) if not isinstance(valid, pd.DataFrame) else valid.copy()
+    mutation = draw(st.sampled_from(["drop", "garbage", "type"]))
+    column = draw(st.sampled_from(list(frame.columns)))
+    if mutation == "drop":
+        return frame.drop(columns=[column])
+    if mutation == "garbage":
+        records = frame.to_dict(orient="records")
+        records[0][column] = draw(bad_values)
+        return records
+    return draw(st.one_of(st.text(max_size=5), st.integers(), st.sets(st.integers(), max_size=2),
+                          st.just(object())))
+
+
+def _reference_scores(parts, frame):
+    preprocess, _, model = parts
+    return model.predict(preprocess.transform(frame), verbose=0)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(case=valid_rows())
+def test_valid_tabular_input_equals_the_reference_pipeline(tabular_bundle, tabular_parts, case):
+    _, bundle = tabular_bundle
+    frame, raw = case
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExtraColumnsWarning)
+        scores = bundle.predict(raw, postprocess=False)
+    assert scores.shape == (len(frame), 3)
+    assert np.isfinite(scores).all()
+    if len(frame):
+        canonical = frame[["age", "income", "score", "visits", "plan", "region"]]
+        np.testing.assert_allclose(
+            scores, _reference_scores(tabular_parts, canonical), rtol=1e-5, atol=1e-6
+        )
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(raw=malformed_rows())
+def test_malformed_tabular_input_only_raises_schema_error(tabular_bundle, raw):
+    _, bundle = tabular_bundle
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ExtraColumnsWarning)
+            result = bundle.predict(raw, postprocess=False)
+    except SchemaError:
+        return
+    assert np.isfinite(result).all()  # an accepted mutation (e.g. NaN where imputed)
+
+
+# ---------------------------------------------------------------- hypothesis: images
+@st.composite
+def image_inputs(draw):
+    shape = draw(
+        st.sampled_from([(8, 8, 1), (1, 8, 8, 1), (3, 8, 8, 1), (0, 8, 8, 1), (64,), (1, 64),
+                         (2, 8, 8), (2, 1, 8, 8), (8, 8), (2, 8, 8, 3)])
+    )
+    dtype = draw(st.sampled_from(["uint8", "int64", "float32", "float64", "bool", "U1"]))
+    values = draw(st.sampled_from(["small", "nan", "huge", "negative"]))
+    rng = np.random.default_rng(draw(st.integers(0, 2**16)))
+    array = rng.integers(0, 256, size=shape).astype("float64")
+    if values == "nan" and array.size:
+        array.flat[0] = np.nan
+    elif values == "huge" and array.size:
+        array.flat[0] = 1e300
+    elif values == "negative" and array.size:
+        array.flat[0] = -5
+    if dtype == "U1":
+        return array.astype(str)
+    with np.errstate(invalid="ignore", over="ignore"):
+        return array.astype(dtype) if dtype != "bool" else array > 100
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(raw=image_inputs())
+def test_image_input_is_replayed_or_refused(image_bundle, image_parts, raw):
+    _, bundle = image_bundle
+    try:
+        scores = bundle.predict(raw)
+    except SchemaError:
+        return
+    batch = raw if raw.ndim == 4 else raw[np.newaxis]
+    assert scores.shape == (len(batch), 2)
+    assert np.isfinite(scores).all()
+    if len(batch):
+        expected = image_parts.predict(batch.astype("float32"), verbose=0)
+        np.testing.assert_allclose(scores, expected, rtol=1e-5, atol=1e-6)
