@@ -671,6 +671,8 @@ class _Engine:
             batch_size = self._default_batch_size()
         if batch_size < 1:
             raise ValueError(f"batch_size must be a positive number of rows; got {batch_size}.")
+        if n_rows <= batch_size:  # one chunk: no slicing, no thread
+            return self.infer(self.prepare(canonical), precision)
         starts = range(0, n_rows, batch_size)
         chunks = (_slice_rows(canonical, start, start + batch_size) for start in starts)
         outputs: Any = None

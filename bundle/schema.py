@@ -1184,6 +1184,10 @@ class TabularSchema(InputSchema):
         )
 
     def _check(self, raw: Any, strict: bool, subject: str) -> _Checked:
+        if isinstance(raw, pd.DataFrame):
+            canonical = self._already_canonical(raw)
+            if canonical is not None:
+                return _Checked(canonical, [])
         frame, problems = _read_frame(raw, self.names, subject)
         if frame is None:
             return _Checked(None, problems)
@@ -1204,6 +1208,48 @@ class TabularSchema(InputSchema):
             canonical.index = frame.index
         return _Checked(canonical, [], [str(name) for name in extra])
 
+    @cached_property
+    def _training_dtypes(self) -> list[Any]:
+        return [column.pandas_dtype for column in self.columns]
+
+    @cached_property
+    def _guarded(self) -> list[tuple[ColumnSpec, frozenset[Any] | None]]:
+        """Columns whose values need a look even when their dtype is the training one."""
+        return [
+            (column, None if column.known_values is None else frozenset(column.known_values))
+            for column in self.columns
+            if not column.allows_missing or column.known_values is not None
+        ]
+
+    def _already_canonical(self, frame: pd.DataFrame) -> pd.DataFrame | None:
+        """`frame` (columns put in order) when it needs no conversion; else None.
+
+        The fast path for the common case, a DataFrame with the training columns and dtypes:
+        one dtype comparison per column, and a value check only for the columns that refuse
+        missing values or unseen categories. Anything else (and every refusal) goes through
+        the full path, so this never accepts what the full path would convert or refuse.
+        """
+        names = self.names
+        if len(frame.columns) != len(names) or frame.columns.has_duplicates:
+            return None
+        if list(frame.columns) != names:
+            if set(frame.columns) != set(names):
+                return None
+            frame = frame[names]
+        for dtype, expected in zip(frame.dtypes.tolist(), self._training_dtypes, strict=True):
+            if expected is not None and dtype != expected:
+                return None
+        for column, known in self._guarded:
+            series = frame[column.name]
+            missing = series.isna()
+            if series.dtype == object and missing.any():
+                return None  # missing sentinels may need normalizing: the full path does it
+            if not column.allows_missing and missing.any():
+                return None
+            if known is not None and not _all_known(series[~missing].tolist(), known):
+                return None
+        return frame
+
     def _convert_columns(
         self, frame: pd.DataFrame, subject: str
     ) -> tuple[dict[Any, pd.Series | None], list[_Problem]]:
@@ -1222,6 +1268,13 @@ class TabularSchema(InputSchema):
             if not converted.problems:
                 built[spec.name] = _built_series(raw, converted, spec)
         return built, problems
+
+
+def _all_known(values: list[Any], known: frozenset[Any]) -> bool:
+    try:
+        return all(value in known for value in values)
+    except TypeError:  # unhashable values: the full path reports them
+        return False
 
 
 def _built_series(raw: pd.Series, converted: _Converted, spec: ColumnSpec) -> pd.Series | None:

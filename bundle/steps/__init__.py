@@ -214,7 +214,9 @@ class Postprocessor:
         for index, (step, mode) in enumerate(zip(self.steps, self.modes, strict=True)):
             try:
                 decoded = _class_ids(values) if mode == "class_ids" else values
-                values = step.inverse_transform(decoded)
+                values = _fast_label_lookup(step, decoded) if mode == "class_ids" else None
+                if values is None:
+                    values = step.inverse_transform(decoded)
             except Exception as exc:
                 raise StepError(
                     f"Postprocess step {index} ({class_path(step)}) failed on the model's outputs "
@@ -222,6 +224,19 @@ class Postprocessor:
                     step=f"postprocess[{index}] {class_path(step)}",
                 ) from exc
         return values
+
+
+def _fast_label_lookup(step: Any, ids: np.ndarray) -> np.ndarray | None:
+    """``LabelEncoder.inverse_transform`` without its per-call validation (same result).
+
+    It is ``classes_[ids]`` once the ids are known to be in range; that check is all we keep.
+    """
+    if class_path(step) != "sklearn.preprocessing.LabelEncoder":
+        return None
+    classes = step.classes_
+    if ids.size and (ids.min() < 0 or ids.max() >= len(classes)):
+        return None  # let scikit-learn raise its own error
+    return classes[ids]
 
 
 def _class_ids(scores: np.ndarray) -> np.ndarray:
