@@ -36,7 +36,7 @@ import click
 import bundle as api
 
 from .archive import is_archive_name
-from .environment import PACKAGES, _major_minor, capture_environment
+from .environment import PACKAGES, capture_environment, major_minor
 from .errors import BundleError, BundleNotFoundError, BundleWarning
 from .integrity import PLUMBING
 from .locations import fetch, is_url, open_root, split_alias
@@ -313,7 +313,7 @@ def _environment_rows(recorded: Mapping[str, str | None]) -> list[dict[str, Any]
             differs = saved != now
         else:
             differs = (saved is None) != (now is None) or bool(
-                saved and now and _major_minor(saved) != _major_minor(now)
+                saved and now and major_minor(saved) != major_minor(now)
             )
         rows.append({"package": key, "saved": saved, "running": now, "differs": differs})
     return rows

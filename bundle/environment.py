@@ -29,7 +29,7 @@ CONSEQUENCES = {
     "keras": "layer implementations and the saving format can change between releases",
 }
 
-__all__ = ["capture_environment", "requirements_text", "warn_on_mismatch"]
+__all__ = ["capture_environment", "major_minor", "requirements_text", "warn_on_mismatch"]
 
 
 def _installed(names: tuple[str, ...]) -> tuple[str, str] | None:
@@ -65,7 +65,8 @@ def requirements_text(environment: Mapping[str, str | None]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _major_minor(version: str) -> tuple[str, ...]:
+def major_minor(version: str) -> tuple[str, ...]:
+    """``"2.21.0+cpu"`` -> ``("2", "21")``: the part of a version whose change we warn about."""
     return tuple(version.split("+")[0].split(".")[:2])
 
 
@@ -81,7 +82,7 @@ def warn_on_mismatch(recorded: Mapping[str, str | None], *, label: str) -> list[
         saved, running = recorded.get(key), current.get(key)
         if not saved or not running or key == "keras-bundle":
             continue
-        if _major_minor(saved) != _major_minor(running):
+        if major_minor(saved) != major_minor(running):
             differing.append(key)
             why = CONSEQUENCES.get(key, "behaviour may differ")
             warnings.warn(
