@@ -6,7 +6,7 @@ PIP := $(PY) -m pip
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench clean java
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -14,13 +14,13 @@ $(PY):
 
 # Re-install only when the project definition changes.
 $(VENV)/.installed: pyproject.toml | $(PY)
-	$(PIP) install --quiet -e '.[cpu,dev]'
+	$(PIP) install --quiet -e '.[cpu,dev,serve,spark]'
 	touch $@
 
 demo: $(VENV)/.installed
 	$(PY) examples/quickstart.py
 
-test: $(VENV)/.installed
+test: $(VENV)/.installed java
 	$(PY) -m pytest -q
 
 lint: $(VENV)/.installed
@@ -29,6 +29,19 @@ lint: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/run.py
+
+# The Spark tests (tests/test_spark.py) need a Java runtime: install one when it is missing
+# and apt-get can (root on Debian/Ubuntu); a no-op when `java -version` works.
+java:
+	@java -version >/dev/null 2>&1 || { \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    echo "java not found: installing default-jre-headless"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	      default-jre-headless >/dev/null; \
+	  else \
+	    echo "java not found and apt-get unavailable (or not root): the Spark tests will skip"; \
+	  fi; \
+	}
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache

@@ -1005,7 +1005,7 @@ def _file_format(tabular_io: Any, path: str, explicit: str | None, hint: str, op
 @click.option(
     "--batch-size",
     type=click.IntRange(min=1),
-    default=65_536,
+    default=16_384,
     show_default=True,
     help="Rows read, predicted and written at a time: bounds the memory used.",
 )

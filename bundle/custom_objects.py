@@ -97,7 +97,7 @@ def _walk_model(model: Any) -> Iterator[tuple[str, Any]]:
     for layer in layers:
         if not _is_builtin(type(layer)):
             yield "layer", type(layer)
-        for attribute, value in vars(layer).items():
+        for attribute, value in _attributes(layer):
             yield from _custom_values(value, KIND_BY_ATTRIBUTE.get(attribute))
     compile_config = getattr(model, "_compile_config", None)
     arguments = getattr(compile_config, "config", None) or {}
@@ -118,10 +118,25 @@ def _custom_values(value: Any, kind: str | None, depth: int = 0) -> Iterator[tup
     elif isinstance(value, types.FunctionType):
         if not _is_builtin(value):
             yield kind or "function", value
-    elif _keras_kind(type(value)) and not _is_builtin(type(value)):
+    elif _keras_kind(type(value)):
         kind_of_class = _keras_kind(type(value))
-        if kind_of_class not in ("layer", "model"):  # layers are walked on their own
+        # layers are walked on their own
+        if not _is_builtin(type(value)) and kind_of_class not in ("layer", "model"):
             yield kind_of_class, type(value)
+        if kind_of_class == "optimizer":
+            # Saved with its learning-rate schedule, which may be custom.
+            for _attribute, item in _attributes(value):
+                yield from _custom_values(item, None, depth + 1)
+
+
+def _attributes(obj: Any) -> Iterator[tuple[str, Any]]:
+    """An object's instance attributes, minus those shadowing a method of its class.
+
+    Keras wraps `build` per instance (a closure over the layer): no custom object.
+    """
+    for attribute, value in vars(obj).items():
+        if not isinstance(getattr(type(obj), attribute, None), types.FunctionType):
+            yield attribute, value
 
 
 def _keras_kind(cls: type) -> str | None:

@@ -16,10 +16,13 @@ from .errors import IntegrityError, UnsafeLoadError, bullet_list
 
 CHUNK_SIZE = 1 << 20
 IGNORED_NAMES = frozenset({"manifest.json"})
+# Serializers whose loading runs no code from the bundle (Keras' own safe_mode guards the
+# model file). Anything else is treated as a pickle, whatever the manifest claims.
+SAFE_SERIALIZERS = frozenset({"native", "keras", "reference"})
 # Plumbing every pickle references; listing it would hide what matters in a refusal.
 PLUMBING = ("builtins.", "copyreg.", "_codecs.", "numpy.", "cloudpickle.", "joblib.")
 
-__all__ = ["check_trust", "file_table", "hash_file", "verify_files"]
+__all__ = ["check_trust", "executes_code", "file_table", "hash_file", "verify_files"]
 
 
 def hash_file(path: Path) -> str:
@@ -124,6 +127,21 @@ def _is_truncated(detail: str) -> bool:
     return on_disk < recorded
 
 
+def executes_code(part: Mapping[str, Any]) -> bool:
+    """True if loading this manifest record may run code stored in the bundle.
+
+    Decided from the serializer, not only from the record's ``executes_code`` flag: the
+    flag is written by whoever made the bundle, so a pickle flagged ``false`` is still a
+    pickle. Only the serializers in `SAFE_SERIALIZERS` can be loaded without trust.
+    """
+    if part.get("executes_code") or part.get("storage") == "value":
+        return True
+    serializer = part.get("serializer")
+    if serializer is None and part.get("storage") == "reference":
+        serializer = "reference"
+    return serializer not in SAFE_SERIALIZERS
+
+
 def check_trust(parts: Iterable[Mapping[str, Any]], *, trusted: bool, label: str) -> None:
     """Refuse, before anything is unpickled, to load parts whose loading executes code.
 
@@ -136,7 +154,7 @@ def check_trust(parts: Iterable[Mapping[str, Any]], *, trusted: bool, label: str
     Raises:
         UnsafeLoadError: listing each file, its serializer and what it references.
     """
-    unsafe = [part for part in parts if part.get("executes_code")]
+    unsafe = [part for part in parts if executes_code(part)]
     if trusted or not unsafe:
         return
     described = []
@@ -146,9 +164,9 @@ def check_trust(parts: Iterable[Mapping[str, Any]], *, trusted: bool, label: str
         if len(imports) > 8:
             inside += f", ... ({len(imports) - 8} more)"
         what = part.get("class") or f"{part.get('module')}.{part.get('qualname')}"
+        pickle = f"{part['serializer']} pickle" if part.get("serializer") else "pickle"
         described.append(
-            f"{part['file']}: a {part['serializer']} pickle of {what}"
-            + (f" (references {inside})" if inside else "")
+            f"{part['file']}: a {pickle} of {what}" + (f" (references {inside})" if inside else "")
         )
     raise UnsafeLoadError(
         f"Refusing to load {label}: {len(unsafe)} part(s) are pickles, and unpickling runs "
@@ -156,5 +174,8 @@ def check_trust(parts: Iterable[Mapping[str, Any]], *, trusted: bool, label: str
         + bullet_list(described, limit=10)
         + "\nIf you made this bundle or trust its source: Bundle.load(path, trusted=True)"
         " (or `--trusted` on the command line).",
-        parts=[(p["file"], p["serializer"], p.get("imports") or []) for p in unsafe],
+        parts=[
+            (part["file"], part.get("serializer") or "pickle", part.get("imports") or [])
+            for part in unsafe
+        ],
     )

@@ -33,7 +33,8 @@ from typing import Any
 from . import store
 from .archive import extract_archive, is_archive_name
 from .errors import BundleError, BundleNotFoundError, VersionExistsError, bullet_list
-from .manifest import MANIFEST_FILE
+from .integrity import verify_files
+from .manifest import MANIFEST_FILE, parse_manifest
 
 ALIASES_DIR = ".aliases"
 CLAIMS_DIR = ".claims"
@@ -96,6 +97,17 @@ class Root:
     def local(self) -> Path:
         return _local_path(self.location)
 
+    def _fresh(self) -> Any:
+        """The filesystem, its cached listings dropped: other processes publish here too.
+
+        fsspec backends (s3fs, gcsfs) cache directory listings with no expiry in a client
+        that the whole process shares. A listing cached before another process published
+        would hide that version from every later list or load, and make auto-numbering
+        retry a taken number until it gives up.
+        """
+        self.fs.invalidate_cache()
+        return self.fs
+
     def _join(self, *parts: str) -> str:
         return "/".join([self.path.rstrip("/"), *parts]) if self.path else "/".join(parts)
 
@@ -105,14 +117,14 @@ class Root:
         if not self.is_remote:
             return store.list_versions(self.local)
         pattern = self._join("*", MANIFEST_FILE)
-        found = [p.rstrip("/").split("/")[-2] for p in self.fs.glob(pattern)]
+        found = [p.rstrip("/").split("/")[-2] for p in self._fresh().glob(pattern)]
         return sorted((v for v in found if not v.startswith(".")), key=store.version_key)
 
     def is_version(self) -> bool:
         """True if the location itself is one version directory."""
         if not self.is_remote:
             return store.is_version_dir(self.local)
-        return self.fs.exists(self._join(MANIFEST_FILE))
+        return self._fresh().exists(self._join(MANIFEST_FILE))
 
     def resolve(self, version: str | None = None) -> str:
         """The version a request means: an explicit version, an alias, or the highest.
@@ -161,6 +173,9 @@ class Root:
         if not self.is_remote:
             return self.local / version
         manifest = self.read_manifest_text(version)
+        # Validated before anything is downloaded: the file names come from the store, and
+        # the schema refuses the absolute and ".." names that would land outside the cache.
+        record = parse_manifest(manifest, source=f"{self.location}/{version}/{MANIFEST_FILE}")
         key = hashlib.sha256(f"{self.location}\0{version}".encode() + manifest).hexdigest()[:32]
         target = cache_dir() / "remote" / key / version
         if (target / MANIFEST_FILE).is_file():
@@ -168,11 +183,13 @@ class Root:
         target.parent.mkdir(parents=True, exist_ok=True)
         download = Path(tempfile.mkdtemp(prefix=".download-", dir=target.parent))
         try:
-            files = json.loads(manifest).get("files", {})
-            for relative in files:
+            for relative in record.files:
                 destination = download / relative
                 destination.parent.mkdir(parents=True, exist_ok=True)
                 self.fs.get_file(self._join(version, relative), str(destination))
+            # Verified before it is cached: a bad download kept in the cache would fail every
+            # later load of this version, even once the object is restored.
+            verify_files(download, record.files, label=record.label)
             (download / MANIFEST_FILE).write_bytes(manifest)  # last, as on publish
             os.rename(download, target)
         except FileExistsError:
@@ -210,7 +227,7 @@ class Root:
     def _claim(self, version: str | None, *, overwrite: bool) -> str:
         """Atomically reserve a version name on the object store."""
         if version is not None:
-            exists = self.fs.exists(self._join(version, MANIFEST_FILE))
+            exists = self._fresh().exists(self._join(version, MANIFEST_FILE))
             if exists and not overwrite:
                 raise self._exists(version)
             if exists:  # overwrite: hide the old version first, then replace it
@@ -280,7 +297,7 @@ class Root:
         """``{alias: version}`` for every alias under the root."""
         if self.is_remote:
             try:
-                names = self.fs.ls(self._join(ALIASES_DIR), detail=False)
+                names = self._fresh().ls(self._join(ALIASES_DIR), detail=False)
             except FileNotFoundError:
                 return {}
         else:
@@ -296,6 +313,7 @@ class Root:
 
     def write_alias(self, alias: str, version: str) -> dict[str, Any]:
         """Point `alias` at `version`, keeping the alias's history. Atomic replace."""
+        self._alias_path(alias)  # refuse a name read_alias would not read, local or remote
         if version not in self.list_versions():
             available = self.list_versions()
             raise BundleNotFoundError(

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime
 from functools import cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from .errors import BundleError, UnsupportedFormatError
+from .integrity import executes_code
 
 FORMAT_NAME = "keras-bundle"
 FORMAT_VERSION = 1
@@ -90,7 +93,7 @@ class Manifest:
     def parts_executing_code(self) -> list[dict[str, Any]]:
         """Steps and custom objects whose loading executes stored code (pickles)."""
         parts = [*self.preprocess, *self.postprocess, *self.custom_objects]
-        return [part for part in parts if part.get("executes_code")]
+        return [part for part in parts if executes_code(part)]
 
     @property
     def label(self) -> str:
@@ -127,7 +130,28 @@ def _validator() -> Any:
     schema = json.loads(text)
     validator_cls = jsonschema.validators.validator_for(schema)
     validator_cls.check_schema(schema)
-    return validator_cls(schema, format_checker=validator_cls.FORMAT_CHECKER)
+    # jsonschema checks "date-time" only when the optional rfc3339-validator is installed;
+    # without this fallback a manifest's "created" would silently go unchecked.
+    format_checker = jsonschema.FormatChecker()
+    format_checker.checkers = dict(validator_cls.FORMAT_CHECKER.checkers)
+    if "date-time" not in format_checker.checkers:
+        format_checker.checks("date-time", raises=ValueError)(_is_date_time)
+    return validator_cls(schema, format_checker=format_checker)
+
+
+_DATE_TIME = re.compile(
+    r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,6})?([Zz]|[+-]\d{2}:\d{2})$"
+)
+
+
+def _is_date_time(instance: Any) -> bool:
+    """RFC 3339 date-time: ``2024-05-01T12:00:00+00:00`` (an offset or Z is required)."""
+    if not isinstance(instance, str):
+        return True
+    if not _DATE_TIME.match(instance):
+        return False
+    datetime.fromisoformat(instance[:-1] + "+00:00" if instance[-1] in "Zz" else instance)
+    return True
 
 
 def validate(data: dict[str, Any], *, source: str = MANIFEST_FILE) -> None:

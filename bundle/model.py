@@ -144,7 +144,9 @@ def _quiet_retracing_warning() -> None:
         logger.addFilter(_OneTracePerFunction())
 
 
-def reduced_precision(model: Any, precision: str) -> Any:
+def reduced_precision(
+    model: Any, precision: str, custom_objects: Mapping[str, Any] | None = None
+) -> Any:
     """A copy of `model` whose layers compute and hold their weights in `precision`.
 
     Works for Sequential and functional models (rebuilt layer by layer from their configs
@@ -161,7 +163,9 @@ def reduced_precision(model: Any, precision: str) -> Any:
         return layer.__class__.from_config(config)
 
     try:
-        clone = keras.models.clone_model(model, clone_function=clone_layer)
+        # Cloning rebuilds the compile config too, which names the custom objects.
+        with keras.saving.custom_object_scope(dict(custom_objects or {})):
+            clone = keras.models.clone_model(model, clone_function=clone_layer)
     except Exception as exc:
         raise BundleError(
             f"Cannot run {type(model).__name__} in {precision}: {exc}\n"

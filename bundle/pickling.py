@@ -79,9 +79,7 @@ def needs_by_value(obj: Any) -> bool:
         data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
     except Exception:
         return True
-    return any(
-        module == "__main__" or not is_installed_module(module) for module, _ in _scan(data)
-    )
+    return any(module == "__main__" or not is_installed_module(module) for module, _ in _scan(data))
 
 
 def dumps_by_value(obj: Any) -> bytes:

@@ -94,7 +94,10 @@ def verify(
 
     With ``load=False`` only the manifest and the files are checked (no TensorFlow).
     """
-    path = fetch(location, version, **storage_options)
+    try:
+        path = fetch(location, version, **storage_options)
+    except IntegrityError as exc:  # a download or archive that does not match, never cached
+        return VerifyReport(str(location), [Check("files", False, str(exc))])
     try:
         manifest = read_manifest(path)
     except BundleError as exc:
@@ -115,4 +118,3 @@ def verify(
     report = loaded.verify()
     # The loaded bundle re-checked the files itself; keep the first, detailed check only.
     return VerifyReport(manifest.label, [*checks, *[c for c in report.checks if c.name != "files"]])
-

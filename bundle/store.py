@@ -103,8 +103,14 @@ def staging_dir(root: Path) -> Path:
 
 
 def next_version(root: Path) -> str:
-    """One more than the highest integer version under `root` (``"1"`` for a new root)."""
-    integers = [int(v) for v in list_versions(root) if v.isdigit()]
+    """One more than the highest integer name under `root` (``"1"`` for a new root).
+
+    Every entry counts, not only published versions: a directory named ``3`` without a
+    manifest (a copy in progress, a user's folder) still blocks the rename onto ``3``.
+    """
+    root = Path(root)
+    names = [entry.name for entry in root.iterdir()] if root.is_dir() else []
+    integers = [int(name) for name in names if name.isascii() and name.isdigit()]
     return str(max(integers, default=0) + 1)
 
 
@@ -153,10 +159,15 @@ def publish(
         trash = root / f"{TRASH_PREFIX}{uuid.uuid4().hex}"
         os.rename(target, trash)
         try:
-            if _try_rename(staging, target):
-                return target
-        finally:
-            shutil.rmtree(trash, ignore_errors=True)
+            published = _try_rename(staging, target)
+        except BaseException:
+            # Nothing lost: the new version did not go in, so the old one goes back.
+            if not target.exists():
+                os.rename(trash, target)
+            raise
+        shutil.rmtree(trash, ignore_errors=True)
+        if published:
+            return target
     elif _try_rename(staging, target):
         return target
     raise VersionExistsError(
