@@ -35,7 +35,7 @@ import click
 
 import bundle as api
 
-from .archive import is_archive_name
+from .archiving import is_archive_name
 from .environment import PACKAGES, capture_environment, major_minor
 from .errors import BundleError, BundleNotFoundError, BundleWarning
 from .integrity import PLUMBING

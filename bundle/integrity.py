@@ -103,7 +103,10 @@ def _integrity_message(
         )
         shorter = [d for d in details if _is_truncated(d)]
         if shorter and len(shorter) == len(details):
-            parts.append("The files are shorter than recorded: the copy was probably interrupted.")
+            parts.append(
+                "The files are shorter than recorded: the copy was probably interrupted "
+                "(or they were replaced)."
+            )
     if missing:
         parts.append(
             f"{len(missing)} file(s) listed in the manifest of {label} are missing:\n"

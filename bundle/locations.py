@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from . import store
-from .archive import extract_archive, is_archive_name
+from .archiving import extract_archive, is_archive_name
 from .errors import BundleError, BundleNotFoundError, VersionExistsError, bullet_list
 from .integrity import verify_files
 from .manifest import MANIFEST_FILE, parse_manifest
@@ -230,9 +230,13 @@ class Root:
             exists = self._fresh().exists(self._join(version, MANIFEST_FILE))
             if exists and not overwrite:
                 raise self._exists(version)
-            if exists:  # overwrite: hide the old version first, then replace it
-                self.fs.rm(self._join(version), recursive=True)
-                self._release(version)
+            if overwrite:
+                # Object stores cannot swap a version in one step: hide the old one (its
+                # manifest first), then publish the new one. A failed upload leaves none.
+                if exists:
+                    self.fs.rm_file(self._join(version, MANIFEST_FILE))
+                    self.fs.rm(self._join(version), recursive=True)
+                self._release(version)  # also frees a claim left by a crashed writer
             if not self._try_claim(version):
                 raise self._exists(version)
             return version

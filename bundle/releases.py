@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .archive import write_archive
+from .archiving import write_archive
 from .errors import BundleError, IntegrityError
 from .locations import VersionInfo, fetch, is_url, open_root
 from .manifest import Manifest, read_manifest

@@ -170,6 +170,13 @@ def publish(
             return target
     elif _try_rename(staging, target):
         return target
+    if target.exists() and not is_version_dir(target):
+        raise VersionExistsError(
+            f"{target} exists but is not a bundle version (it has no {MANIFEST_FILE}): "
+            "something else uses that name.\nMove it away, or save under another version.",
+            version=version,
+            path=str(target),
+        )
     raise VersionExistsError(
         f"Version {version!r} already exists under {root}; published versions are immutable.\n"
         "Save under a new version, or pass overwrite=True to replace it.",

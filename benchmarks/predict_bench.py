@@ -1,0 +1,457 @@
+"""Prediction benchmarks: keras-bundle vs the hand-written pipeline, in the same run.
+
+The hand-written pipeline is what teams write without keras-bundle: ``joblib.load`` of the
+fitted scikit-learn steps, ``keras.saving.load_model`` with the custom loss passed by hand,
+``transform`` + ``model.predict`` + ``inverse_transform``. Every figure is measured for both
+in this run and reported as a ratio.
+
+Workloads (fixed seeds): the reference tabular workload of benchmarks/workloads.py, trained
+with a custom loss defined in the training script's ``__main__``; and 64x64x3 uint8 images
+with scaling and per-channel standardization (Keras layers) in front of a small conv net.
+
+Usage:
+    python benchmarks/predict_bench.py            # full run; updates benchmarks/RESULTS.md
+    python benchmarks/predict_bench.py --quick    # small sizes, prints only
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+HERE = Path(__file__).resolve().parent
+WORK = HERE / "_work" / "predict"
+RESULTS = HERE / "RESULTS.md"
+SECTION = "Prediction"
+
+TRAIN_TABULAR = r'''
+import sys, joblib, numpy as np, keras
+sys.path.insert(0, {here!r})
+from workloads import reference_tabular
+from bundle import Bundle
+
+def focal_crossentropy(y_true, y_pred):
+    """A custom loss defined in __main__, as training scripts do."""
+    return keras.losses.sparse_categorical_crossentropy(y_true, y_pred)
+
+work = reference_tabular(epochs=1)
+work.model.compile("adam", loss=focal_crossentropy)
+features = work.preprocess.transform(work.frame)
+work.model.fit(features, work.labels.transform(work.target), epochs=1, batch_size=256, verbose=0)
+Bundle(work.model, preprocess=work.preprocess, postprocess=work.labels,
+       input_example=work.frame.iloc[:200], name="tabular", version="1").save({root!r})
+'''
+
+TRAIN_IMAGE = r"""
+import numpy as np, keras
+from bundle import Bundle
+rng = np.random.default_rng(0)
+images = rng.integers(0, 256, size=(2000, 64, 64, 3), dtype=np.uint8)
+labels = (images[..., 0].mean(axis=(1, 2)) > images[..., 2].mean(axis=(1, 2))).astype("int64")
+keras.utils.set_random_seed(0)
+norm = keras.layers.Normalization(axis=-1)
+norm.adapt(images[:500].astype("float32") / 255.0)
+model = keras.Sequential([
+    keras.Input((64, 64, 3)), keras.layers.Rescaling(1 / 255.0), norm,
+    keras.layers.Conv2D(16, 3, strides=2, activation="relu"),
+    keras.layers.Conv2D(32, 3, strides=2, activation="relu"),
+    keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(2, activation="softmax")])
+model.compile("adam", "sparse_categorical_crossentropy")
+model.fit(images.astype("float32"), labels, epochs=1, batch_size=64, verbose=0)
+Bundle(model, input_example=images[:32], name="image", version="1").save({root!r})
+np.save({images!r}, images[:256])
+"""
+
+# The hand-written pipeline: the files a team keeps next to each other, and the glue.
+HAND_SAVE = r"""
+import json, tempfile, time, joblib, keras
+from bundle import Bundle
+b = Bundle.load({bundle!r}, trusted=True)
+def hand_save():
+    b.model.save({hand!r} + "/model.keras")
+    if b.preprocess:
+        joblib.dump(b.preprocess[0], {hand!r} + "/preprocess.joblib")
+    if b.postprocess:
+        joblib.dump(b.postprocess[0], {hand!r} + "/labels.joblib")
+t = time.perf_counter(); hand_save(); hand_s = time.perf_counter() - t
+again = Bundle(b.model, preprocess=list(b.preprocess), postprocess=list(b.postprocess),
+               input_example=b._example, name="again")
+t = time.perf_counter(); again.save(tempfile.mkdtemp()); bundle_s = time.perf_counter() - t
+print(json.dumps({{"bundle_save_s": bundle_s, "hand_save_s": hand_s}}))
+"""
+
+HAND_LOAD = r"""
+import joblib, keras, numpy as np, os
+def focal_crossentropy(y_true, y_pred):
+    return keras.losses.sparse_categorical_crossentropy(y_true, y_pred)
+model = keras.saving.load_model({hand!r} + "/model.keras",
+                                custom_objects={{"focal_crossentropy": focal_crossentropy}})
+def maybe(name):
+    path = os.path.join({hand!r}, name)
+    return joblib.load(path) if os.path.exists(path) else None
+pre, labels = maybe("preprocess.joblib"), maybe("labels.joblib")
+def hand_predict(raw, batch_size=32):
+    x = pre.transform(raw) if pre is not None else raw
+    x = x.toarray() if hasattr(x, "toarray") else x
+    scores = model.predict(x, verbose=0, batch_size=batch_size)
+    return labels.inverse_transform(scores.argmax(axis=1)) if labels is not None else scores
+"""
+
+
+def run(code: str, *, timeout: int = 3600) -> str:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"child failed:\n{result.stdout}\n{result.stderr[-4000:]}")
+    return result.stdout
+
+
+def timed_child(code: str) -> tuple[float, dict]:
+    """Wall time of a fresh process, and the JSON it printed last."""
+    start = time.perf_counter()
+    out = run(code)
+    elapsed = time.perf_counter() - start
+    return elapsed, json.loads(out.strip().splitlines()[-1])
+
+
+def prepare(quick: bool) -> tuple[dict[str, Path], dict[str, dict]]:
+    WORK.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "tabular": WORK / "tabular" / "1",
+        "image": WORK / "image" / "1",
+        "images": WORK / "images.npy",
+        "hand_tabular": WORK / "hand_tabular",
+        "hand_image": WORK / "hand_image",
+    }
+    import shutil
+
+    for key in ("tabular", "image", "hand_tabular", "hand_image"):
+        shutil.rmtree(
+            paths[key].parent if key in ("tabular", "image") else paths[key], ignore_errors=True
+        )
+    run(TRAIN_TABULAR.format(here=str(HERE), root=str(paths["tabular"].parent)))
+    run(TRAIN_IMAGE.format(root=str(paths["image"].parent), images=str(paths["images"])))
+    saves = {}
+    for kind in ("tabular", "image"):
+        paths[f"hand_{kind}"].mkdir(parents=True)
+        out = run(HAND_SAVE.format(bundle=str(paths[kind]), hand=str(paths[f"hand_{kind}"])))
+        saves[kind] = json.loads(out.strip().splitlines()[-1])
+    return paths, saves
+
+
+LATENCY = r"""
+import json, sys, time, numpy as np
+sys.path.insert(0, {here!r})
+from bundle import Bundle
+{hand_load}
+def rows(n):
+    if {kind!r} == "tabular":
+        from workloads import reference_frame
+        return reference_frame(n, seed=1)[0]
+    images = np.load({images!r})
+    return images[np.arange(n) % len(images)]
+b = Bundle.load({bundle!r}, trusted=True)
+one = rows(1)
+many = rows({n_rows})
+def lat(fn, n):
+    for _ in range(20): fn()
+    out = []
+    for _ in range(n):
+        t = time.perf_counter(); fn(); out.append(time.perf_counter() - t)
+    return float(np.percentile(out, 50) * 1e3), float(np.percentile(out, 99) * 1e3)
+res = {{}}
+res["bundle_p50"], res["bundle_p99"] = lat(lambda: b.predict(one), {n_calls})
+res["hand_p50"], res["hand_p99"] = lat(lambda: hand_predict(one), {n_calls})
+def thr(fn):
+    fn(); t = time.perf_counter(); fn(); return {n_rows} / (time.perf_counter() - t)
+res["bundle_rps"] = thr(lambda: b.predict(many))
+res["hand_rps"] = thr(lambda: hand_predict(many))
+res["hand_rps_b8192"] = thr(lambda: hand_predict(many, batch_size=8192))
+b._get_engine().overlap = False
+res["bundle_rps_no_overlap"] = thr(lambda: b.predict(many))
+b._get_engine().overlap = True
+ref = b.predict(many, postprocess=False)
+for p in ("float16", "bfloat16"):
+    got = b.predict(many, postprocess=False, precision=p)
+    res[p + "_max_abs"] = float(np.abs(got - ref).max())
+    res[p + "_agree"] = float((got.argmax(-1) == ref.argmax(-1)).mean())
+    res[p + "_rps"] = thr(lambda: b.predict(many, precision=p))
+if b.preprocess:
+    from bundle.steps import Preprocessor
+    fast, slow = Preprocessor(b.preprocess), Preprocessor(b.preprocess, fast=False)
+    assert fast.is_fast
+    canon1, canonN = b.input_schema.coerce(one), b.input_schema.coerce(many)
+    res["pre_fast_1_ms"] = lat(lambda: fast(canon1), {n_calls})[0]
+    res["pre_sklearn_1_ms"] = lat(lambda: slow(canon1), {n_calls})[0]
+    res["pre_fast_n_s"] = {n_rows} / thr(lambda: fast(canonN))
+    res["pre_sklearn_n_s"] = {n_rows} / thr(lambda: slow(canonN))
+    res["pre_max_abs"] = float(np.abs(fast(canonN) - slow(canonN)).max())
+print(json.dumps(res))
+"""
+
+COLD_BUNDLE = r"""
+import json, sys, time
+sys.path.insert(0, {here!r})
+{make_one}
+from bundle import Bundle
+print(json.dumps({{"first": str(Bundle.load({bundle!r}, trusted=True).predict(one)[:1])}}))
+"""
+COLD_HAND = r"""
+import json, sys
+sys.path.insert(0, {here!r})
+{make_one}
+{hand_load}
+print(json.dumps({{"first": str(hand_predict(one)[:1])}}))
+"""
+
+RSS_BUNDLE = r"""
+import json, resource
+from bundle import Bundle
+b = Bundle.load({bundle!r}, trusted=True)
+n = b.predict_file({src!r}, {dst!r})
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps({{"rows": n, "peak_mib": peak}}))
+"""
+RSS_HAND = r"""
+import json, resource, pandas as pd
+{hand_load}
+frame = pd.read_parquet({src!r})
+out = pd.DataFrame({{"prediction": hand_predict(frame, batch_size=8192)}})
+out.to_parquet({dst!r})
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps({{"rows": len(out), "peak_mib": peak}}))
+"""
+
+
+def make_one_code(kind: str, images: Path) -> str:
+    if kind == "tabular":
+        return "from workloads import reference_frame\none = reference_frame(1, seed=1)[0]"
+    return f"import numpy as np\none = np.load({str(images)!r})[:1]"
+
+
+def dir_size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def measure(kind: str, paths: dict[str, Path], quick: bool) -> dict:
+    hand_load = HAND_LOAD.format(hand=str(paths[f"hand_{kind}"]))
+    n_rows = 100_000 if not quick else 5_000
+    if kind == "image":
+        n_rows = 20_000 if not quick else 1_000
+    res = json.loads(
+        run(
+            LATENCY.format(
+                here=str(HERE),
+                hand_load=hand_load,
+                kind=kind,
+                images=str(paths["images"]),
+                bundle=str(paths[kind]),
+                n_rows=n_rows,
+                n_calls=300 if not quick else 50,
+            )
+        )
+        .strip()
+        .splitlines()[-1]
+    )
+    res["n_rows"] = n_rows
+    make_one = make_one_code(kind, paths["images"])
+    colds_b, colds_h = [], []
+    for _ in range(3 if not quick else 1):
+        colds_b.append(
+            timed_child(
+                COLD_BUNDLE.format(here=str(HERE), make_one=make_one, bundle=str(paths[kind]))
+            )[0]
+        )
+        colds_h.append(
+            timed_child(COLD_HAND.format(here=str(HERE), make_one=make_one, hand_load=hand_load))[0]
+        )
+    res["bundle_cold_s"], res["hand_cold_s"] = min(colds_b), min(colds_h)
+    res["bundle_size"] = dir_size(paths[kind])
+    res["hand_size"] = dir_size(paths[f"hand_{kind}"])
+    return res
+
+
+def measure_rss(paths: dict[str, Path], quick: bool) -> dict:
+    n = 5_000_000 if not quick else 200_000
+    src = WORK / f"score_{n}.parquet"
+    if not src.exists():
+        run(
+            f"""
+            import sys; sys.path.insert(0, {str(HERE)!r})
+            import pyarrow as pa, pyarrow.parquet as pq
+            from workloads import reference_frame
+            writer = None
+            for i in range({n} // 500_000 or 1):
+                frame = reference_frame(min(500_000, {n}), seed=100 + i)[0]
+                table = pa.Table.from_pandas(frame, preserve_index=False)
+                writer = writer or pq.ParquetWriter({str(src)!r}, table.schema)
+                writer.write_table(table)
+            writer.close()
+            """
+        )
+    hand_load = HAND_LOAD.format(hand=str(paths["hand_tabular"]))
+    t_b, bundle = timed_child(
+        RSS_BUNDLE.format(
+            bundle=str(paths["tabular"]), src=str(src), dst=str(WORK / "out_bundle.parquet")
+        )
+    )
+    t_h, hand = timed_child(
+        RSS_HAND.format(hand_load=hand_load, src=str(src), dst=str(WORK / "out_hand.parquet"))
+    )
+    return {
+        "rows": n,
+        "file_mib": src.stat().st_size / 2**20,
+        "bundle_peak_mib": bundle["peak_mib"],
+        "hand_peak_mib": hand["peak_mib"],
+        "bundle_s": t_b,
+        "hand_s": t_h,
+    }
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import importlib.metadata as md
+
+    versions = ", ".join(
+        f"{name} {md.version(name)}"
+        for name in ("tensorflow-cpu", "keras", "scikit-learn", "numpy", "pandas")
+        if _installed(name)
+    )
+    return f"{os.cpu_count()} cores, {cpu}, Python {platform.python_version()}; {versions}"
+
+
+def _installed(name: str) -> bool:
+    import importlib.metadata as md
+
+    try:
+        md.version(name)
+    except md.PackageNotFoundError:
+        return False
+    return True
+
+
+def ratio(a: float, b: float) -> str:
+    return f"{a / b:.1f}x" if b else "n/a"
+
+
+def render(results: dict) -> str:
+    t, i, r = results["tabular"], results["image"], results["rss"]
+    lines = [
+        f"## {SECTION}",
+        "",
+        f"Measured {results['date']} on {results['machine']} by `make bench` "
+        "(`benchmarks/predict_bench.py`). Hand-written = joblib + `keras.saving.load_model` + "
+        "`transform` + `model.predict` + `inverse_transform`, measured in the same run.",
+        "",
+        "| figure | workload | keras-bundle | hand-written | ratio (target) |",
+        "|---|---|---|---|---|",
+    ]
+    for name, w in (("tabular", t), ("image", i)):
+        lines += [
+            f"| single-row p50 | {name} | {w['bundle_p50']:.2f} ms | {w['hand_p50']:.2f} ms | "
+            f"{ratio(w['hand_p50'], w['bundle_p50'])} faster (>= 20x) |",
+            f"| single-row p99 | {name} | {w['bundle_p99']:.2f} ms | {w['hand_p99']:.2f} ms | "
+            f"{ratio(w['hand_p99'], w['bundle_p99'])} faster |",
+            f"| rows/s at {w['n_rows']:,} rows | {name} | {w['bundle_rps']:,.0f} | "
+            f"{w['hand_rps']:,.0f} (batch 8192: {w['hand_rps_b8192']:,.0f}) | "
+            f"{ratio(w['bundle_rps'], w['hand_rps'])} higher (>= 3x) |",
+            f"| cold start (fresh process to first prediction) | {name} | "
+            f"{w['bundle_cold_s']:.2f} s | {w['hand_cold_s']:.2f} s | "
+            f"{w['bundle_cold_s'] / w['hand_cold_s']:.2f}x of hand-written (<= 1.2x) |",
+            f"| artifact size | {name} | {w['bundle_size'] / 1024:,.0f} KiB | "
+            f"{w['hand_size'] / 1024:,.0f} KiB | {w['bundle_size'] / w['hand_size']:.2f}x |",
+            f"| save time | {name} | {w['bundle_save_s']:.2f} s | {w['hand_save_s']:.2f} s | "
+            f"{w['bundle_save_s'] / w['hand_save_s']:.1f}x |",
+        ]
+    lines += [
+        f"| peak RSS scoring a {r['rows']:,}-row Parquet file ({r['file_mib']:.0f} MiB) | tabular"
+        f" | {r['bundle_peak_mib']:,.0f} MiB | {r['hand_peak_mib']:,.0f} MiB | "
+        f"{ratio(r['hand_peak_mib'], r['bundle_peak_mib'])} lower (< 1 GiB, >= 5x) |",
+        f"| wall time for that file | tabular | {r['bundle_s']:.0f} s | {r['hand_s']:.0f} s | "
+        f"{ratio(r['hand_s'], r['bundle_s'])} faster |",
+        "",
+        "Preprocessing alone (reference tabular ColumnTransformer, compiled NumPy replay vs "
+        "`ColumnTransformer.transform`):",
+        "",
+        "| figure | compiled replay | scikit-learn | ratio (target) |",
+        "|---|---|---|---|",
+        f"| one row | {t['pre_fast_1_ms']:.3f} ms | {t['pre_sklearn_1_ms']:.3f} ms | "
+        f"{ratio(t['pre_sklearn_1_ms'], t['pre_fast_1_ms'])} faster (>= 10x) |",
+        f"| {t['n_rows']:,} rows | {t['pre_fast_n_s']:.3f} s | {t['pre_sklearn_n_s']:.3f} s | "
+        f"{ratio(t['pre_sklearn_n_s'], t['pre_fast_n_s'])} faster (>= 3x) |",
+        f"| max abs difference | {t['pre_max_abs']:.1e} | | |",
+        "",
+        "Overlapping preprocessing of chunk k+1 with inference of chunk k (tabular, "
+        f"{t['n_rows']:,} rows): {t['bundle_rps']:,.0f} rows/s with, "
+        f"{t['bundle_rps_no_overlap']:,.0f} rows/s without.",
+        "",
+        "Reduced precision (`predict(..., precision=...)`), against float32 on the same rows:",
+        "",
+        "| precision | workload | max abs score difference | same argmax | rows/s |",
+        "|---|---|---|---|---|",
+    ]
+    for name, w in (("tabular", t), ("image", i)):
+        for p in ("float16", "bfloat16"):
+            lines.append(
+                f"| {p} | {name} | {w[p + '_max_abs']:.1e} | {w[p + '_agree']:.2%} | "
+                f"{w[p + '_rps']:,.0f} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def write_section(text: str) -> None:
+    """Replace (or append) this benchmark's section of RESULTS.md, leaving others alone."""
+    current = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
+    pattern = re.compile(rf"^## {SECTION}\n.*?(?=^## |\Z)", re.S | re.M)
+    if pattern.search(current):
+        updated = pattern.sub(lambda _: text.rstrip() + "\n\n", current).rstrip() + "\n"
+    else:
+        updated = current.rstrip() + "\n\n" + text.rstrip() + "\n"
+    RESULTS.write_text(updated)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes; do not write")
+    args = parser.parse_args(argv)
+    paths, saves = prepare(args.quick)
+    results = {
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": machine(),
+        "tabular": {**measure("tabular", paths, args.quick), **saves["tabular"]},
+        "image": {**measure("image", paths, args.quick), **saves["image"]},
+        "rss": measure_rss(paths, args.quick),
+    }
+    (WORK / "results.json").write_text(json.dumps(results, indent=2))
+    text = render(results)
+    print(text)
+    if not args.quick:
+        write_section(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

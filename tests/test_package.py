@@ -1,0 +1,318 @@
+"""The package's shape: its public surface, its error tree, and imports that flow downhill."""
+
+from __future__ import annotations
+
+import ast
+import warnings
+from pathlib import Path
+
+import pytest
+from conftest import run_python
+
+import bundle
+from bundle import errors
+
+PACKAGE = Path(bundle.__file__).resolve().parent
+
+PUBLIC = [
+    "FORMAT_VERSION",
+    "Bundle",
+    "BundleError",
+    "BundleNotFoundError",
+    "BundleWarning",
+    "Check",
+    "EnvironmentMismatchWarning",
+    "ExtraColumnsWarning",
+    "InputSchema",
+    "IntegrityError",
+    "Manifest",
+    "SchemaError",
+    "StepError",
+    "UnsafeArchiveError",
+    "UnsafeLoadError",
+    "UnsupportedFormatError",
+    "VerifyReport",
+    "VersionExistsError",
+    "VersionInfo",
+    "__version__",
+    "archive",
+    "list_versions",
+    "tag",
+    "verify",
+]
+
+# A module may import modules of its own rank or lower, never higher. `steps` covers the
+# package and every submodule. `__init__` (the public surface) sits above everything.
+RANKS = {
+    "errors": 0,
+    "schema": 1,
+    "integrity": 1,
+    "pickling": 1,
+    "environment": 1,
+    "archiving": 1,
+    "golden": 1,
+    "tabular_io": 1,
+    "manifest": 2,
+    "steps": 2,
+    "custom_objects": 2,
+    "model": 3,
+    "store": 3,
+    "card": 3,
+    "locations": 3,
+    "verification": 3,
+    "core": 4,
+    "releases": 4,
+    "cli": 5,
+    "_batching": 5,
+    "serve": 5,
+    "spark": 5,
+    "export": 5,
+}
+EXEMPT = {"__init__", "_version"}
+PUBLIC_SURFACE_RANK = 5
+
+
+# ---------------------------------------------------------------------------- public surface
+def test_all_is_exactly_the_public_surface():
+    assert sorted(bundle.__all__) == sorted(PUBLIC)
+    assert len(set(bundle.__all__)) == len(bundle.__all__)
+
+
+@pytest.mark.parametrize("name", PUBLIC)
+def test_every_public_name_exists(name):
+    assert getattr(bundle, name) is not None
+
+
+def test_star_import_gives_exactly_all():
+    namespace: dict = {}
+    exec("from bundle import *", namespace)
+    assert sorted(k for k in namespace if k != "__builtins__") == sorted(PUBLIC)
+
+
+def test_version_is_a_string_matching_the_distribution():
+    import importlib.metadata
+
+    assert isinstance(bundle.__version__, str)
+    assert bundle.__version__ == importlib.metadata.version("keras-bundle")
+
+
+def test_public_errors_are_the_ones_in_errors_module():
+    for name in PUBLIC:
+        value = getattr(bundle, name)
+        if isinstance(value, type) and issubclass(value, (BaseException, Warning)):
+            assert value is getattr(errors, name)
+
+
+# ---------------------------------------------------------------------------- errors
+@pytest.mark.parametrize(
+    ("cls", "bases"),
+    [
+        (errors.SchemaError, (errors.BundleError, ValueError)),
+        (errors.StepError, (errors.BundleError,)),
+        (errors.IntegrityError, (errors.BundleError,)),
+        (errors.UnsafeLoadError, (errors.BundleError,)),
+        (errors.UnsupportedFormatError, (errors.BundleError,)),
+        (errors.VersionExistsError, (errors.BundleError,)),
+        (errors.BundleNotFoundError, (errors.BundleError, FileNotFoundError)),
+        (errors.UnsafeArchiveError, (errors.BundleError,)),
+        (errors.BundleError, (Exception,)),
+        (errors.BundleWarning, (UserWarning,)),
+        (errors.ExtraColumnsWarning, (errors.BundleWarning,)),
+        (errors.EnvironmentMismatchWarning, (errors.BundleWarning,)),
+    ],
+)
+def test_error_hierarchy(cls, bases):
+    for base in bases:
+        assert issubclass(cls, base), f"{cls.__name__} should derive from {base.__name__}"
+
+
+def test_errors_are_not_warnings_and_warnings_are_not_errors():
+    assert not issubclass(errors.BundleError, Warning)
+    assert not issubclass(errors.BundleWarning, errors.BundleError)
+
+
+def test_every_exception_in_errors_is_rooted_at_bundle_error_or_warning():
+    for name in errors.__all__:
+        value = getattr(errors, name)
+        if isinstance(value, type) and issubclass(value, BaseException):
+            assert issubclass(value, (errors.BundleError, errors.BundleWarning)), name
+
+
+def test_error_data_is_keyword_only_and_kept_as_attributes():
+    err = errors.IntegrityError("m", mismatched=["a"], missing=("b",), unexpected=["c"])
+    assert (err.mismatched, err.missing, err.unexpected) == (["a"], ["b"], ["c"])
+    assert str(err) == "m"
+    with pytest.raises(TypeError):
+        errors.IntegrityError("m", ["a"])  # type: ignore[misc]
+    found = errors.BundleNotFoundError("m", location="/x", available=("1", "2"))
+    assert (found.location, found.available) == ("/x", ["1", "2"])
+    exists = errors.VersionExistsError("m", version="3", path="/r/3")
+    assert (exists.version, exists.path) == ("3", "/r/3")
+    unsupported = errors.UnsupportedFormatError("m", found=2, supported=1)
+    assert (unsupported.found, unsupported.supported) == (2, 1)
+    unsafe = errors.UnsafeLoadError("m", parts=[("f.pkl", "cloudpickle", ("a.b",))])
+    assert unsafe.parts == [("f.pkl", "cloudpickle", ["a.b"])]
+    schema = errors.SchemaError("bad input")
+    assert schema.problems == ["bad input"] and schema.column is None
+
+
+def test_warnings_carry_their_fields():
+    warning = errors.EnvironmentMismatchWarning(
+        "m", package="numpy", saved="1.26.4", running="2.4.6"
+    )
+    assert (warning.package, warning.saved, warning.running) == ("numpy", "1.26.4", "2.4.6")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        warnings.warn(warning, stacklevel=1)
+    assert caught[0].category is errors.EnvironmentMismatchWarning
+    assert caught[0].message.package == "numpy"
+    extra = errors.ExtraColumnsWarning("m", extra=("x",))
+    assert extra.extra == ["x"]
+
+
+def test_bullet_list_caps_at_five():
+    assert errors.bullet_list(["b", "a"]) == "- b\n- a"
+    text = errors.bullet_list(str(i) for i in range(8))
+    assert text.splitlines() == ["- 0", "- 1", "- 2", "- 3", "- 4", "... (3 more)"]
+
+
+# ---------------------------------------------------------------------------- import ranks
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE).with_suffix("").parts
+    return ".".join(parts)
+
+
+def _rank_key(module: str) -> str:
+    """``steps.native`` -> ``steps``; ``core`` -> ``core``."""
+    return module.split(".")[0]
+
+
+def imported_modules(source: str, module: str) -> list[tuple[int, str]]:
+    """``(line, bundle submodule)`` for every import of ours in `source`, lazy ones too.
+
+    `module` is the importing module's dotted name inside the package (``steps.native``).
+    Absolute imports of ``bundle`` count as imports of the public surface (``__init__``).
+    """
+    package_parts = module.split(".")[:-1]  # steps.native and steps.__init__ -> steps
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name == "bundle" or alias.name.startswith("bundle."):
+                    found.append((node.lineno, alias.name.partition(".")[2] or "__init__"))
+        elif isinstance(node, ast.ImportFrom):
+            if node.level == 0:
+                if node.module == "bundle":
+                    for alias in node.names:
+                        target = alias.name if _rank_key(alias.name) in RANKS else "__init__"
+                        found.append((node.lineno, target))
+                elif node.module and node.module.startswith("bundle."):
+                    found.append((node.lineno, node.module.partition(".")[2]))
+                continue
+            base = package_parts[: len(package_parts) - (node.level - 1)]
+            if node.module:
+                found.append((node.lineno, ".".join([*base, node.module])))
+            else:
+                for alias in node.names:
+                    found.append((node.lineno, ".".join([*base, alias.name])))
+    return found
+
+
+def rank_violations(source: str, module: str) -> list[str]:
+    """Human-readable violations of the downhill rule in one module's source."""
+    own_key = _rank_key(module)
+    if module.split(".")[-1] in EXEMPT and "." not in module:
+        return []
+    own = RANKS[own_key]
+    problems = []
+    for line, target in imported_modules(source, module):
+        key = _rank_key(target)
+        if key == "__init__":
+            rank = PUBLIC_SURFACE_RANK
+        elif key in EXEMPT:
+            continue
+        elif key in RANKS:
+            rank = RANKS[key]
+        else:
+            problems.append(f"{module}:{line} imports {target}, which has no rank in RANKS")
+            continue
+        if rank > own:
+            problems.append(
+                f"{module}:{line} (rank {own}) imports {target} (rank {rank}): imports must "
+                "flow downhill"
+            )
+    return problems
+
+
+def _package_modules() -> list[Path]:
+    return sorted(p for p in PACKAGE.rglob("*.py") if "__pycache__" not in p.parts)
+
+
+def test_every_module_has_a_rank():
+    unranked = []
+    for path in _package_modules():
+        module = _module_name(path)
+        if module in EXEMPT:
+            continue
+        if _rank_key(module) not in RANKS:
+            unranked.append(module)
+    assert not unranked, f"give these modules a rank in RANKS: {unranked}"
+
+
+def test_imports_flow_downhill():
+    problems = []
+    for path in _package_modules():
+        module = _module_name(path)
+        if module in EXEMPT or _rank_key(module) not in RANKS:
+            continue
+        problems += rank_violations(path.read_text(encoding="utf-8"), module)
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize(
+    ("module", "source", "expected"),
+    [
+        ("errors", "from .store import publish\n", "errors:1 (rank 0) imports store (rank 3)"),
+        ("manifest", "def f():\n    from . import core\n", "manifest:2 (rank 2) imports core"),
+        ("steps.native", "from ..model import x\n", "steps.native:1 (rank 2) imports model"),
+        ("store", "import bundle.core\n", "store:1 (rank 3) imports core (rank 4)"),
+        ("core", "from bundle import Bundle\n", "core:1 (rank 4) imports __init__ (rank 5)"),
+        ("integrity", "from .nowhere import x\n", "integrity:1 imports nowhere, which has no"),
+    ],
+)
+def test_rank_checker_catches_uphill_imports(module, source, expected):
+    problems = rank_violations(source, module)
+    assert len(problems) == 1
+    assert problems[0].startswith(expected)
+
+
+@pytest.mark.parametrize(
+    ("module", "source"),
+    [
+        ("store", "from .manifest import MANIFEST_FILE\nfrom .errors import BundleError\n"),
+        ("steps.__init__", "from . import native\nfrom .fast import compile_replay\n"),
+        ("steps.native", "from ..errors import bullet_list\n"),
+        ("core", "from . import golden, store\nfrom .steps.rules import input_rules\n"),
+        ("manifest", "def f():\n    from ._version import __version__\n"),
+        ("cli", "from bundle import Bundle\nfrom .store import resolve\n"),
+    ],
+)
+def test_rank_checker_allows_downhill_and_level_imports(module, source):
+    assert rank_violations(source, module) == []
+
+
+def test_light_modules_import_without_keras_or_tensorflow():
+    result = run_python(
+        """
+        import sys
+        sys.modules["keras"] = None
+        sys.modules["tensorflow"] = None
+        import bundle.manifest, bundle.integrity, bundle.store
+        from bundle.manifest import read_manifest
+        from bundle.integrity import verify_files
+        from bundle.store import resolve
+        print("ok", sorted(m for m in sys.modules if m.split(".")[0] in ("keras", "tensorflow")
+                           and sys.modules[m] is not None))
+        """
+    )
+    assert result.stdout.strip() == "ok []"
