@@ -43,6 +43,7 @@ _DONE = object()
 _EMPTY = object()
 DEFAULT_BATCH_BYTES = 64 << 20  # model-input bytes per chunk
 MIN_BATCH_ROWS, MAX_BATCH_ROWS = 256, 16384
+DEFAULT_UNKNOWN_BATCH_ROWS = 4096  # before a subclassed model's first call
 
 __all__ = ["Bundle"]
 
@@ -718,6 +719,11 @@ class _Engine:
                 yield infer(prepared)
 
     def _default_batch_size(self) -> int:
+        if self._signature is None:
+            try:
+                self._ensure_signature(None)
+            except BundleError:  # a subclassed model: known after its first call
+                return DEFAULT_UNKNOWN_BATCH_ROWS
         inputs = self.signature[0]
         row_bytes = sum(
             math.prod(d or 1 for d in spec["shape"][1:]) * np.dtype(spec["dtype"]).itemsize

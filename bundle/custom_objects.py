@@ -80,7 +80,16 @@ def discover(model: Any, user: Mapping[str, Any] | None = None) -> list[CustomOb
     """
     found: dict[str, tuple[str, Any]] = {}
     for kind, obj in _walk_model(model):
-        found.setdefault(_registered_name(obj), (kind, obj))
+        name = _registered_name(obj)
+        if name in found and found[name][1] is not obj:
+            other = found[name][1]
+            raise BundleError(
+                f"Two different custom objects are both named {name!r}: "
+                f"{_qualified(other)} and {_qualified(obj)}. Keras finds custom objects by "
+                "name, so only one of them could be restored.\nRename one, or register it "
+                "under its own name with @keras.saving.register_keras_serializable(package=...)."
+            )
+        found.setdefault(name, (kind, obj))
     for name, obj in (user or {}).items():
         kind = found.get(name, (None, None))[0] or _kind_of(obj)
         found[name] = (kind, obj)
@@ -137,6 +146,11 @@ def _attributes(obj: Any) -> Iterator[tuple[str, Any]]:
     for attribute, value in vars(obj).items():
         if not isinstance(getattr(type(obj), attribute, None), types.FunctionType):
             yield attribute, value
+
+
+def _qualified(obj: Any) -> str:
+    module = getattr(obj, "__module__", None) or type(obj).__module__
+    return f"{module}.{getattr(obj, '__qualname__', type(obj).__qualname__)}"
 
 
 def _keras_kind(cls: type) -> str | None:

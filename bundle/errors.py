@@ -6,6 +6,7 @@ Every error raised on purpose by the package derives from `BundleError`::
      +- SchemaError (also ValueError)   input does not match what training saw
      +- StepError                       a step failed on input that passed validation
      +- IntegrityError                  checksum, size, missing or unexpected file
+     +- ManifestError                   manifest.json missing, not JSON, or off-schema
      +- UnsafeLoadError                 refused: loading would execute stored code
      +- UnsupportedFormatError          newer format version, unknown serializer
      +- VersionExistsError              releases are immutable
@@ -31,6 +32,7 @@ __all__ = [
     "EnvironmentMismatchWarning",
     "ExtraColumnsWarning",
     "IntegrityError",
+    "ManifestError",
     "SchemaError",
     "StepError",
     "UnsafeArchiveError",
@@ -105,6 +107,10 @@ class IntegrityError(BundleError):
         self.mismatched = list(mismatched)
         self.missing = list(missing)
         self.unexpected = list(unexpected)
+
+
+class ManifestError(BundleError):
+    """``manifest.json`` is missing, not JSON, or does not match the manifest schema."""
 
 
 class UnsafeLoadError(BundleError):

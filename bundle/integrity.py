@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -142,7 +143,23 @@ def executes_code(part: Mapping[str, Any]) -> bool:
     serializer = part.get("serializer")
     if serializer is None and part.get("storage") == "reference":
         serializer = "reference"
+    if serializer == "reference" and not _plausible_reference(part):
+        return True
     return serializer not in SAFE_SERIALIZERS
+
+
+def _plausible_reference(part: Mapping[str, Any]) -> bool:
+    """A by-reference custom object names a class or function of an installed package.
+
+    Importing it runs that package's import code, as any ``import`` does; what must not
+    happen without trust is a manifest steering the import to ``__main__``, a local
+    function, or a standard-library module (no Keras custom object lives there, but some
+    of its modules act on import).
+    """
+    module, qualname = str(part.get("module", "")), str(part.get("qualname", ""))
+    top = module.split(".")[0]
+    local = top == "__main__" or "<locals>" in qualname
+    return bool(top) and not local and top not in sys.stdlib_module_names
 
 
 def check_trust(parts: Iterable[Mapping[str, Any]], *, trusted: bool, label: str) -> None:

@@ -154,6 +154,12 @@ class Root:
                 location=self.location,
                 available=available,
             )
+        if not available and not self.is_remote and not self.local.exists():
+            raise BundleNotFoundError(
+                f"{self.location} does not exist: expected a bundle version directory, a root "
+                "of versions, an archive (.tar.gz, .zip) or a URL.",
+                location=self.location,
+            )
         if not available:
             raise BundleNotFoundError(
                 f"{self.location} holds no published bundle version: expected a version "

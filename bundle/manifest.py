@@ -17,7 +17,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .errors import BundleError, UnsupportedFormatError
+from .errors import ManifestError, UnsupportedFormatError
 from .integrity import executes_code
 
 FORMAT_NAME = "keras-bundle"
@@ -47,10 +47,6 @@ __all__ = [
     "read_manifest",
     "write_manifest",
 ]
-
-
-class ManifestError(BundleError):
-    """``manifest.json`` is missing, not JSON, or does not match the schema."""
 
 
 @dataclass(frozen=True)

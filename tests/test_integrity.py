@@ -242,6 +242,9 @@ def test_a_pickle_flagged_safe_in_the_manifest_is_still_refused(marker_bundle, b
     assert not marker.exists()
 
 
+REF = {"module": "mypkg.losses", "qualname": "FocalLoss"}
+
+
 @pytest.mark.parametrize(
     ("record", "expected"),
     [
@@ -250,8 +253,13 @@ def test_a_pickle_flagged_safe_in_the_manifest_is_still_refused(marker_bundle, b
         ({"serializer": "keras", "executes_code": True}, True),
         ({"serializer": "joblib", "executes_code": False}, True),
         ({"serializer": "cloudpickle", "executes_code": False}, True),
-        ({"storage": "reference", "serializer": "reference", "executes_code": False}, False),
-        ({"storage": "reference", "executes_code": False}, False),
+        ({"storage": "reference", "serializer": "reference", "executes_code": False, **REF}, False),
+        ({"storage": "reference", "executes_code": False, **REF}, False),
+        # A by-reference record steering the import to local or standard-library code.
+        ({"storage": "reference", "module": "__main__", "qualname": "loss"}, True),
+        ({"storage": "reference", "module": "pkg.losses", "qualname": "f.<locals>.g"}, True),
+        ({"storage": "reference", "module": "antigravity", "qualname": "geohash"}, True),
+        ({"storage": "reference", "serializer": "reference"}, True),
         ({"storage": "value", "serializer": "reference", "executes_code": False}, True),
         ({"storage": "value", "executes_code": False}, True),
         ({"executes_code": False}, True),

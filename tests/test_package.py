@@ -26,6 +26,7 @@ PUBLIC = [
     "InputSchema",
     "IntegrityError",
     "Manifest",
+    "ManifestError",
     "SchemaError",
     "StepError",
     "UnsafeArchiveError",
