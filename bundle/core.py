@@ -408,6 +408,16 @@ class Bundle:
             return engine.postprocess(scores)
         return scores
 
+    def decode(self, scores: Any) -> Any:
+        """Apply the postprocess steps to model outputs from ``predict(..., postprocess=False)``.
+
+        ``decode(predict(x, postprocess=False))`` equals ``predict(x)``, so a caller that
+        needs both scores and labels runs the model once.
+        """
+        if not self._postprocess:
+            return scores
+        return self._get_engine().postprocess(scores)
+
     def predict_batches(
         self, chunks: Iterable[Any], *, postprocess: bool = True, strict: bool = False
     ) -> Iterator[Any]:

@@ -276,3 +276,10 @@ def test_dataframe_with_nullable_dtypes(tabular_bundle, tabular_data):
         saved.predict(frame.iloc[:20], postprocess=False),
         atol=ATOL,
     )
+
+
+def test_decode_turns_scores_into_the_predictions(tabular_bundle, tabular_data):
+    _, saved = tabular_bundle
+    frame, _ = tabular_data
+    scores = saved.predict(frame, postprocess=False)
+    assert list(saved.decode(scores)) == list(saved.predict(frame))
