@@ -579,6 +579,51 @@ def list_command(root: str, as_json: bool) -> None:
     )
 
 
+# ---------------------------------------------------------------------------- export
+@cli.command(
+    name="export",
+    context_settings=CONTEXT_SETTINGS,
+    short_help="Export the whole pipeline as one TensorFlow SavedModel.",
+)
+@click.argument("path")
+@click.argument("out", type=click.Path(dir_okay=True, file_okay=False))
+@click.option("--version", "version", default=None, help="The version, when PATH is a root.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["saved_model"]),
+    default="saved_model",
+    show_default=True,
+    help="The export format.",
+)
+@click.option(
+    "--missing-token",
+    default="",
+    show_default=True,
+    help="The string that stands for a missing value in text columns of the signature.",
+)
+@click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
+@click.option("--trusted", is_flag=True, help="Load parts that execute code (Lambda layers).")
+def export_command(
+    path: str,
+    out: str,
+    version: str | None,
+    fmt: str,
+    missing_token: str,
+    overwrite: bool,
+    trusted: bool,
+) -> None:
+    """Export PATH as a TensorFlow SavedModel at OUT, servable by TF Serving.
+
+    The serving_default signature takes the raw named features and returns the decoded
+    labels and the scores; no Python runs at serving time. A bundle with a step that has no
+    TensorFlow form is refused, naming the step; nothing is written then.
+    """
+    loaded = api.Bundle.load(path, version=version, trusted=trusted)
+    written = loaded.export(out, format=fmt, missing_token=missing_token, overwrite=overwrite)
+    click.echo(f"exported {loaded.manifest.label} to {written}")
+
+
 # ---------------------------------------------------------------------------- tag
 @cli.command(context_settings=CONTEXT_SETTINGS, short_help="Point an alias at a version.")
 @click.argument("root")

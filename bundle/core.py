@@ -418,6 +418,40 @@ class Bundle:
             return scores
         return self._get_engine().postprocess(scores)
 
+    def export(
+        self,
+        out: str | Path,
+        *,
+        format: str = "saved_model",
+        missing_token: str = "",
+        overwrite: bool = False,
+    ) -> Path:
+        """Export the whole pipeline as one TensorFlow SavedModel for TF Serving.
+
+        The ``serving_default`` signature takes the raw named features (one tensor per
+        column; one tensor for array bundles) and returns the decoded labels and the scores,
+        with the preprocessing as TensorFlow ops in front of the model: no Python at serving
+        time. Every step must have a TensorFlow form (all native codecs do); otherwise
+        nothing is written and the error names the step.
+
+        Args:
+            out: the SavedModel directory to write.
+            format: only ``"saved_model"``.
+            missing_token: the string that stands for a missing value in text columns.
+            overwrite: replace an existing `out`.
+        """
+        if format != "saved_model":
+            from .errors import UnsupportedFormatError
+
+            raise UnsupportedFormatError(
+                f"Unknown export format {format!r}; supported: 'saved_model'.",
+                found=format,
+                supported=["saved_model"],
+            )
+        from .export import export_saved_model
+
+        return export_saved_model(self, out, missing_token=missing_token, overwrite=overwrite)
+
     def predict_batches(
         self, chunks: Iterable[Any], *, postprocess: bool = True, strict: bool = False
     ) -> Iterator[Any]:

@@ -27,7 +27,9 @@ import bundle
 from bundle import Bundle
 
 BUNDLE = shutil.which("bundle", path=os.path.dirname(sys.executable))
-COMMANDS = ["inspect", "verify", "list", "predict", "archive", "tag", "diff", "serve"]
+COMMANDS = [
+    "inspect", "verify", "list", "predict", "archive", "tag", "diff", "serve", "export"
+]
 COLUMNS = ["age", "income", "score", "visits", "plan", "region"]
 
 pytestmark = pytest.mark.skipif(BUNDLE is None, reason="the `bundle` script is not installed")
@@ -670,3 +672,17 @@ def test_serve_answers_predictions_until_terminated(tabular_bundle, tabular_data
     assert "Traceback" not in errors
     # uvicorn finishes the requests in flight, then re-raises SIGTERM: killed by it, as asked.
     assert server.returncode in (0, -signal.SIGTERM), errors
+
+
+@pytest.mark.slow
+def test_export_writes_a_saved_model_and_refuses_an_unknown_format(tabular_bundle, tmp_path):
+    version_dir, _ = tabular_bundle
+    out = tmp_path / "exported"
+    result = run("export", version_dir, out)
+    assert result.returncode == 0, result.stderr
+    assert f"exported bundle 'churn' 1.0.0 to {out}" in result.stdout
+    assert (out / "saved_model.pb").is_file()
+    again = run("export", version_dir, out)
+    assert again.returncode == 1 and "Error: " in again.stderr and "Traceback" not in again.stderr
+    bad = run("export", version_dir, tmp_path / "x", "--format", "onnx")
+    assert bad.returncode == 2 and "onnx" in bad.stderr

@@ -67,7 +67,7 @@ RANKS = {
     "_batching": 5,
     "serve": 5,
     "spark": 5,
-    "export": 5,
+    "export": 4,
 }
 EXEMPT = {"__init__", "_version"}
 PUBLIC_SURFACE_RANK = 5

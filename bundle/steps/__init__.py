@@ -209,8 +209,13 @@ class Postprocessor:
         self.steps = list(steps)
         self.modes = list(modes)
 
+    def _empty(self, outputs: np.ndarray) -> np.ndarray:
+        return _empty_like_output(self.steps[-1], outputs)
+
     def __call__(self, outputs: np.ndarray) -> Any:
         values: Any = outputs
+        if self.steps and len(np.asarray(outputs)) == 0:
+            return self._empty(np.asarray(outputs))
         for index, (step, mode) in enumerate(zip(self.steps, self.modes, strict=True)):
             try:
                 decoded = _class_ids(values) if mode == "class_ids" else values
@@ -224,6 +229,17 @@ class Postprocessor:
                     step=f"postprocess[{index}] {class_path(step)}",
                 ) from exc
         return values
+
+
+def _empty_like_output(step: Any, outputs: np.ndarray) -> np.ndarray:
+    """What a step would return for no rows (scikit-learn refuses empty input)."""
+    classes = getattr(step, "classes_", None)
+    if classes is not None:  # label decoders: no labels, of the labels' dtype
+        return np.asarray(classes)[:0]
+    if outputs.ndim < 2:
+        return np.zeros((0,), dtype=np.float64)
+    width = getattr(step, "n_features_in_", None) or outputs.shape[-1]
+    return np.zeros((0, width), dtype=np.float64)
 
 
 def _fast_label_lookup(step: Any, ids: np.ndarray) -> np.ndarray | None:
