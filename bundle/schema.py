@@ -1545,6 +1545,23 @@ class ArraySchema(InputSchema):
             missing_handled=self.missing_handled,
         )
 
+    def _already_canonical(self, array: np.ndarray) -> bool:
+        """True for a batch in the training dtype and shape that needs no look at its values.
+
+        The fast path for images and feature matrices: integers cannot hold NaN, and floats
+        are scanned only when training had no missing values and nothing imputes them.
+        """
+        if self.dtype is None or array.dtype != np.dtype(self.dtype):
+            return False
+        if array.ndim != len(self.shape) + 1 or any(
+            expected is not None and expected != got
+            for expected, got in zip(self.shape, array.shape[1:], strict=True)
+        ):
+            return False
+        if array.dtype.kind == "f" and not self._spec.allows_missing:
+            return not np.isnan(array).any()
+        return array.dtype.kind in "biuf"
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "kind": self.kind,
@@ -1575,6 +1592,8 @@ class ArraySchema(InputSchema):
         return "Array input\n" + _table(("input", "kind", "dtype", "missing", "shape"), [row])
 
     def _check(self, raw: Any, strict: bool, subject: str) -> _Checked:
+        if isinstance(raw, np.ndarray) and self._already_canonical(raw):
+            return _Checked(raw, [])
         array, problems = _read_array(raw, self.shape, subject)
         if array is None:
             return _Checked(None, problems)

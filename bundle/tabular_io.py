@@ -71,8 +71,10 @@ def iter_batches(
 def _parquet_batches(path: Path, batch_size: int, _types: Mapping[str, Any]) -> Iterator[Any]:
     import pyarrow.parquet as pq
 
-    with pq.ParquetFile(path) as handle:
-        for batch in handle.iter_batches(batch_size=batch_size):
+    # Stream column chunks instead of pre-buffering whole row groups: a row group of a
+    # large file can hold hundreds of MiB, which would set the peak memory of scoring.
+    with pq.ParquetFile(path, pre_buffer=False, buffer_size=1 << 20) as handle:
+        for batch in handle.iter_batches(batch_size=batch_size, use_threads=False):
             yield batch.to_pandas()
 
 
