@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from .errors import SchemaError
+
 FORMATS = {
     ".parquet": "parquet",
     ".pq": "parquet",
@@ -85,10 +87,13 @@ def _csv_batches(path: Path, batch_size: int, column_types: Mapping[str, Any]) -
     # A block of ~64 bytes per row is a fair guess; batches are re-cut to batch_size below.
     read_options = pacsv.ReadOptions(block_size=max(1 << 20, min(batch_size * 64, 64 << 20)))
     convert = pacsv.ConvertOptions(column_types=dict(column_types), strings_can_be_null=True)
-    reader = pacsv.open_csv(path, read_options=read_options, convert_options=convert)
+    try:
+        reader = pacsv.open_csv(path, read_options=read_options, convert_options=convert)
+    except pa.ArrowInvalid as exc:
+        raise _csv_error(path, exc) from exc
     pending: list[Any] = []
     pending_rows = 0
-    for batch in reader:
+    for batch in _translated(reader, path):
         pending.append(batch)
         pending_rows += batch.num_rows
         while pending_rows >= batch_size:
@@ -98,6 +103,30 @@ def _csv_batches(path: Path, batch_size: int, column_types: Mapping[str, Any]) -
             pending, pending_rows = rest.to_batches(), rest.num_rows
     if pending_rows:
         yield pa.Table.from_batches(pending).to_pandas()
+
+
+def _translated(reader: Any, path: Path) -> Iterator[Any]:
+    """The reader's batches, with pyarrow's conversion errors turned into SchemaError."""
+    import pyarrow as pa
+
+    while True:
+        try:
+            batch = reader.read_next_batch()
+        except StopIteration:
+            return
+        except pa.ArrowInvalid as exc:
+            raise _csv_error(path, exc) from exc
+        yield batch
+
+
+def _csv_error(path: Path, exc: Exception) -> SchemaError:
+    """A CSV value that cannot be read as its column's training type, as a SchemaError."""
+    detail = str(exc).strip()
+    return SchemaError(
+        f"{path} has a value that does not fit its column's training type: {detail}\n"
+        "Column numbers count from 0 and row numbers from the header. Fix the value, or "
+        "leave it empty for a missing value.",
+    )
 
 
 def _jsonl_batches(path: Path, batch_size: int, _types: Mapping[str, Any]) -> Iterator[Any]:
