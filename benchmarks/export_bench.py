@@ -22,7 +22,6 @@ import argparse
 import json
 import os
 import platform
-import re
 import shutil
 import sys
 import time
@@ -31,6 +30,10 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import _report  # noqa: E402
+
 WORK = HERE / "_work" / "export"
 RESULTS = HERE / "RESULTS.md"
 SECTION = "Export"
@@ -42,14 +45,7 @@ import pandas as pd  # noqa: E402
 
 
 def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = _report.cpu_model()
     import importlib.metadata as md
 
     versions = []
@@ -225,14 +221,8 @@ def render(results: dict, date: str, where: str) -> str:
 
 
 def write_section(text: str) -> None:
-    """Replace (or append) this benchmark's section of RESULTS.md, leaving others alone."""
-    current = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    pattern = re.compile(rf"^## {SECTION}\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(current):
-        updated = pattern.sub(lambda _: text.rstrip() + "\n\n", current).rstrip() + "\n"
-    else:
-        updated = current.rstrip() + "\n\n" + text.rstrip() + "\n"
-    RESULTS.write_text(updated)
+    """Replace this benchmark's section of RESULTS.md, leaving the others alone."""
+    _report.write_section(SECTION, text, RESULTS)
 
 
 def main(argv: list[str] | None = None) -> int:

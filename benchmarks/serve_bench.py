@@ -27,7 +27,6 @@ import contextlib
 import json
 import os
 import platform
-import re
 import signal
 import socket
 import subprocess
@@ -44,6 +43,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import _report  # noqa: E402
+
 sys.path.insert(0, str(HERE))
 
 from workloads import reference_tabular  # noqa: E402
@@ -338,14 +341,7 @@ def save_mlflow_model(workload: Any, directory: Path, example: Any) -> Path:
 
 
 def machine() -> dict[str, str]:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = _report.cpu_model()
     versions = {}
     for dist in (
         "keras-bundle",
@@ -423,14 +419,8 @@ def render(levels: list[Level], args: argparse.Namespace, facts: dict[str, Any])
 
 
 def write_section(text: str) -> None:
-    """Replace (or append) the "Serving" section of RESULTS.md, leaving the others alone."""
-    current = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    pattern = re.compile(rf"^## {SECTION}\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(current):
-        updated = pattern.sub(lambda _: text.rstrip() + "\n\n", current).rstrip() + "\n"
-    else:
-        updated = current.rstrip() + "\n\n" + text.rstrip() + "\n"
-    RESULTS.write_text(updated)
+    """Replace this benchmark's section of RESULTS.md, leaving the others alone."""
+    _report.write_section(SECTION, text, RESULTS)
 
 
 # --------------------------------------------------------------------------- main

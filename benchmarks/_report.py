@@ -1,0 +1,50 @@
+"""What every benchmark reports the same way: the machine, and its RESULTS.md section."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import re
+from collections.abc import Iterable
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo ("unknown" elsewhere)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
+
+
+def versions(distributions: Iterable[str]) -> dict[str, str]:
+    """Installed versions of the named distributions (missing ones left out)."""
+    found = {}
+    for name in distributions:
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+def machine_line(distributions: Iterable[str]) -> str:
+    """``2 cores, <CPU>; tensorflow-cpu 2.21.0, ...`` for a results heading."""
+    listed = ", ".join(f"{name} {version}" for name, version in versions(distributions).items())
+    return f"{os.cpu_count()} cores, {cpu_model()}; {listed}"
+
+
+def write_section(section: str, text: str, results: Path = RESULTS) -> None:
+    """Replace (or append) the ``## <section>`` part of RESULTS.md, leaving others alone."""
+    current = results.read_text() if results.exists() else "# Benchmark results\n"
+    pattern = re.compile(rf"^## {re.escape(section)}\n.*?(?=^## |\Z)", re.S | re.M)
+    if pattern.search(current):
+        updated = pattern.sub(lambda _: text.rstrip() + "\n\n", current).rstrip() + "\n"
+    else:
+        updated = current.rstrip() + "\n\n" + text.rstrip() + "\n"
+    results.write_text(updated)
