@@ -724,13 +724,7 @@ class _Engine:
         starts = range(0, n_rows, batch_size)
         chunks = (_slice_rows(canonical, start, start + batch_size) for start in starts)
         outputs: Any = None
-        # Measured (benchmarks/RESULTS.md): overlapping pays when preprocessing is
-        # scikit-learn's own transform, and costs a little next to the compiled replay,
-        # whose chunks take less time than handing them to another thread.
-        overlap = self.overlap if self.overlap is not None else not self.preprocess.is_fast
-        results = self.pipelined(
-            chunks, self.prepare, infer=lambda x: self.infer(x, precision), overlap=overlap
-        )
+        results = self.pipelined(chunks, self.prepare, infer=lambda x: self.infer(x, precision))
         for start, result in zip(starts, results, strict=True):
             outputs = _place(outputs, result, start, n_rows)
         return outputs
@@ -745,8 +739,11 @@ class _Engine:
     ) -> Iterator[Any]:
         """Model outputs for each item, preparing item k+1 in a thread while k is inferred.
 
-        TensorFlow releases the GIL during inference, so NumPy/pandas preprocessing of
-        the next chunk runs on the other core. A single item runs inline.
+        TensorFlow releases the GIL during inference, so preprocessing of the next chunk
+        runs on the other core. Measured (benchmarks/RESULTS.md), this pays around
+        scikit-learn's own transform (+25% rows/s) and not around the compiled replay, whose
+        chunks cost less than the hand-off on 2 cores; so by default it overlaps only then.
+        A single item runs inline.
         """
         infer = infer or self.infer
         iterator = iter(items)
@@ -754,8 +751,8 @@ class _Engine:
         if first is _DONE:
             return
         second = next(iterator, _DONE)
-        if overlap is None:  # streaming: reading and checking input pays for the thread
-            overlap = self.overlap if self.overlap is not None else True
+        if overlap is None:
+            overlap = self.overlap if self.overlap is not None else not self.preprocess.is_fast
         if second is _DONE or not overlap:
             for item in (first, second):
                 if item is not _DONE:
