@@ -118,7 +118,8 @@ def test_a_step_failing_on_valid_input_is_wrapped(tmp_path):
     step = FunctionTransformer(refuse_large).fit(X)
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
     bundle = Bundle(model, preprocess=step, input_example=X)
-    with pytest.raises(StepError, match=r"Preprocess step 0 \(.*FunctionTransformer\) failed") as err:
+    failed = r"Preprocess step 0 \(.*FunctionTransformer\) failed"
+    with pytest.raises(StepError, match=failed) as err:
         bundle.predict(np.array([[1.0, 500.0]]))
     assert isinstance(err.value.__cause__, ArithmeticError)
     assert err.value.step.startswith("preprocess[0]")

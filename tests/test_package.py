@@ -57,6 +57,7 @@ RANKS = {
     "steps": 2,
     "custom_objects": 2,
     "model": 3,
+    "engine": 3,
     "store": 3,
     "card": 3,
     "locations": 3,
