@@ -19,8 +19,15 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet  # noqa: F401  (before TensorFlow: see bundle.model.import_keras)
 import pytest
+from hypothesis import settings
 
 REPO = Path(__file__).resolve().parent.parent
+
+# In CI, property tests draw the same examples every run: a failure there is reproducible,
+# never a coin toss. Locally they explore new examples each time.
+settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 SEED = 0
 
 
