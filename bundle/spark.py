@@ -1,0 +1,699 @@
+"""Score Spark DataFrames with a bundle: a pandas UDF, or a whole-table `score`.
+
+A thin edge over ``Bundle.load`` + ``Bundle.predict``: Spark hands each Python worker Arrow
+batches of rows, and each batch goes through ``Bundle.predict`` (the input contract, the
+preprocessing, the compiled model), one model call per batch. Nothing here reimplements the
+predict path: `score` asks for the scores and turns them into labels with ``Bundle.decode``,
+so the model runs once for both.
+
+Where the bundle comes from (`path_or_url`):
+
+- a local ``.tar.gz``/``.zip`` release archive: shipped to every executor by
+  ``SparkContext.addFile`` and resolved there with ``SparkFiles.get``;
+- an fsspec URL (``s3://bucket/releases/churn-1.0.0.tar.gz``, ``s3://bucket/models/churn``,
+  ``...@production``): each executor downloads it into its local cache
+  (``$KERAS_BUNDLE_CACHE``); `storage_options` travel with the task, so prefer credentials
+  the executors already have (instance roles, environment variables);
+- a local version directory or root: read where it is, so every executor must see the
+  same path (local mode, a shared filesystem). Otherwise archive it first with
+  ``bundle.archive``.
+
+The driver loads the bundle once to check it and to build the output types (the classes of
+its label encoder name the score columns), and pins the version it found: executors load
+that exact version even if a newer one, or a moved alias, appears during the job.
+
+Each Python worker process loads a bundle once, then keeps it in a module-level cache keyed
+by (location, version, trusted) for every later batch, task and job. `load_counter` makes
+an accumulator that shows it: ``{"<host>:<pid>": loads}``.
+
+Threads: in a task, TensorFlow gets the task's cores (``spark.task.cpus``) for its thread
+pools, through ``TF_NUM_INTRAOP_THREADS``/``TF_NUM_INTEROP_THREADS`` unless they are set
+already (``spark.executorEnv.*``), as PySpark does for OpenMP: otherwise every concurrent
+task's worker would run one thread per core of the machine.
+
+Errors: a row the input contract refuses fails its task with a `SchemaError` whose message
+starts ``Row <offset> of Spark partition <id>`` (the first refused row, counted from 0
+within the partition) followed by the contract's own explanation. On the driver, Spark
+raises ``pyspark.errors.PythonException`` (``py4j.protocol.Py4JJavaError`` from RDD
+actions); its text holds the worker's traceback, which ends with::
+
+    bundle.errors.SchemaError: Row 730 of Spark partition 1 does not match the input ...
+
+Example:
+    >>> from pyspark.sql.functions import struct
+    >>> from bundle.spark import predict_udf, score
+    >>> churn = predict_udf(spark, "s3://bucket/releases/churn-1.0.0.tar.gz")
+    >>> df.withColumn("churn", churn(struct(*features)))
+    >>> score(df, "s3://bucket/releases/churn-1.0.0.tar.gz", id_cols=["customer_id"])
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import os
+import socket
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bundle import Bundle, BundleError, SchemaError
+from bundle.locations import is_url, open_root, split_alias
+
+__all__ = ["DEFAULT_BATCH_SIZE", "LABEL_COLUMN", "load_counter", "predict_udf", "score"]
+
+DEFAULT_BATCH_SIZE = 10_000  # rows per model call in `score` (Arrow's default batch too)
+LABEL_COLUMN = "prediction"
+RESULTS = ("labels", "scores")
+_ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".zip")
+
+# One bundle per (location, version, trusted, archive sha256) per Python process: a Spark
+# Python worker serves many tasks, and loading (TensorFlow, model build, trace) takes seconds.
+_CACHE: dict[tuple[str, str | None, bool, str | None], Bundle] = {}
+_CACHE_LOCK = threading.Lock()
+_LOADS = 0  # bundles this process has loaded (not cache hits)
+_SHIPPED: dict[tuple[str, str], tuple[str, str]] = {}  # (app, name) -> (path, sha256)
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def predict_udf(
+    spark: Any,
+    path_or_url: str | Path,
+    *,
+    result: str = "labels",
+    trusted: bool = False,
+    version: str | None = None,
+    loads: Any = None,
+    **storage_options: Any,
+) -> Callable[..., Any]:
+    """A pandas UDF that scores rows with a bundle: ``udf(struct(*cols))`` or ``udf(*cols)``.
+
+    The UDF takes the bundle's input columns, by name, in any order; extra columns are
+    ignored (with one `ExtraColumnsWarning` per worker). Rows are scored in Spark's Arrow
+    batches (``spark.sql.execution.arrow.maxRecordsPerBatch`` rows, 10,000 by default),
+    one model call each.
+
+    Args:
+        spark: the active ``SparkSession``.
+        path_or_url: a release archive, a version directory or root (``root@alias`` too),
+            or an fsspec URL of any of these (see the module docstring for shipping).
+        result: ``"labels"`` for the postprocessed prediction (a string, integer, boolean
+            or double column, from the label encoder's classes), ``"scores"`` for the
+            model's outputs as ``array<float>`` (in the classes' order).
+        trusted: allow parts whose loading runs stored code (see ``Bundle.load``).
+        version: the version (or alias) to use under a root.
+        loads: an accumulator from `load_counter`, to count loads per worker process.
+        **storage_options: fsspec options for a URL (sent to the executors).
+
+    Returns:
+        A Spark pandas UDF (iterator of Arrow batches). Called with several columns it
+        packs them into ``struct(*cols)``, so Python receives them by name.
+
+    Raises:
+        ValueError: `result` is unknown, or ``"labels"`` for a bundle without postprocessing.
+        BundleError: the bundle cannot be loaded on the driver, or is not tabular.
+
+    Example:
+        >>> churn = predict_udf(spark, "models/churn-1.0.0.tar.gz")
+        >>> df.withColumn("churn", churn(struct(*features))).write.parquet("scored")
+    """
+    from pyspark.sql.functions import pandas_udf
+
+    if result not in RESULTS:
+        raise ValueError(f"result must be one of {', '.join(map(repr, RESULTS))}; got {result!r}.")
+    source, loaded = _prepare_source(spark, path_or_url, version, trusted, storage_options)
+    outputs = _Outputs.of(loaded)
+    if result == "labels" and outputs.label_kind is None:
+        raise ValueError(
+            f"{loaded.manifest.label.capitalize()} has no postprocess step, so its predictions "
+            "are the model's scores: use predict_udf(..., result='scores')."
+        )
+    job = _UdfJob(
+        source=source,
+        columns=tuple(_input_columns(loaded)),
+        result=result,
+        outputs=outputs,
+        loads=loads,
+    )
+
+    def predict(batches):  # pickled by value: it reaches the module cache through _run_udf
+        return _run_udf(job, batches)
+
+    import pandas as pd
+
+    predict.__annotations__ = {"batches": Iterator[pd.DataFrame], "return": Iterator[pd.Series]}
+    return_type = outputs.label_spark_type() if result == "labels" else outputs.scores_array()
+    spark_udf = pandas_udf(predict, returnType=return_type)
+
+    @functools.wraps(spark_udf)
+    def call(*cols: Any) -> Any:
+        if len(cols) == 1:
+            return spark_udf(cols[0])
+        from pyspark.sql.functions import struct
+
+        return spark_udf(struct(*cols))
+
+    return call
+
+
+def score(
+    df: Any,
+    path_or_url: str | Path,
+    *,
+    id_cols: Sequence[str] = (),
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    trusted: bool = False,
+    version: str | None = None,
+    loads: Any = None,
+    **storage_options: Any,
+) -> Any:
+    """Score a DataFrame: the `id_cols`, a ``prediction`` column and one ``score_<class>`` each.
+
+    Runs through ``mapInPandas`` with an explicit output schema built from the bundle: the
+    id columns keep their types, ``prediction`` has the label encoder's class type (absent
+    for a bundle without postprocessing), and each ``score_<class>`` column is a float
+    (float32 models) or double. Columns the bundle does not know are dropped before the
+    rows leave the JVM.
+
+    Args:
+        df: the input ``pyspark.sql.DataFrame``; it must hold every input column.
+        path_or_url: as for `predict_udf`.
+        id_cols: columns copied to the output, e.g. ``["customer_id"]``.
+        batch_size: rows per model call (Arrow batches are merged or split to it).
+        trusted, version, loads, storage_options: as for `predict_udf`.
+
+    Returns:
+        A DataFrame, one row per input row (lazy, like every transformation).
+
+    Raises:
+        SchemaError: the DataFrame lacks input or id columns (checked on the driver); rows
+            the input contract refuses fail the job (see the module docstring).
+
+    Example:
+        >>> score(spark.read.parquet("s3://bucket/customers/"), "models/churn-1.0.0.tar.gz",
+        ...       id_cols=["customer_id"]).write.parquet("s3://bucket/scores/")
+    """
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size must be a positive number of rows; got {batch_size}.")
+    spark = df.sparkSession
+    source, loaded = _prepare_source(spark, path_or_url, version, trusted, storage_options)
+    outputs = _Outputs.of(loaded)
+    features = _input_columns(loaded)
+    ids = [id_cols] if isinstance(id_cols, str) else list(id_cols)
+    _check_columns(df.columns, features, ids, loaded.manifest.label)
+    taken = set(outputs.names())
+    clashes = [column for column in ids if column in taken]
+    if clashes:
+        raise ValueError(
+            f"The id column(s) {', '.join(map(repr, clashes))} clash with output columns of "
+            f"the same name. Rename them before scoring, e.g. "
+            f"df.withColumnRenamed({clashes[0]!r}, '{clashes[0]}_id')."
+        )
+    selected = list(dict.fromkeys([*ids, *features]))
+    job = _ScoreJob(
+        source=source,
+        columns=tuple(features),
+        ids=tuple(ids),
+        batch_size=int(batch_size),
+        outputs=outputs,
+        loads=loads,
+    )
+    schema = _score_schema(df.select(*ids).schema if ids else None, outputs)
+    return df.select(*selected).mapInPandas(functools.partial(_run_score, job), schema)
+
+
+def load_counter(spark: Any) -> Any:
+    """An accumulator counting bundle loads per worker process: ``{"<host>:<pid>": n}``.
+
+    Pass it as ``loads=`` to `predict_udf` or `score`; read ``.value`` on the driver after
+    an action. A worker that already holds the bundle adds nothing, so after any number of
+    jobs every process should show 1.
+    """
+    return spark.sparkContext.accumulator({}, _CountsParam())
+
+
+# --------------------------------------------------------------------------- the source
+
+
+@dataclass(frozen=True)
+class _Source:
+    """Where executors find the bundle; small and picklable, shipped in every task."""
+
+    location: str  # what the user passed
+    version: str | None  # pinned on the driver for roots and aliases
+    trusted: bool
+    shipped: str | None = None  # the SparkFiles name of an archive added with addFile
+    digest: str | None = None  # a local archive's sha256: a rewritten archive is reloaded
+    storage_options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> tuple[str, str | None, bool, str | None]:
+        return (self.location, self.version, self.trusted, self.digest)
+
+    def load(self) -> Bundle:
+        if self.shipped is not None:
+            from pyspark import SparkFiles
+
+            return Bundle.load(SparkFiles.get(self.shipped), trusted=self.trusted)
+        location, _alias = split_alias(self.location)  # the alias was pinned to a version
+        return Bundle.load(
+            location, version=self.version, trusted=self.trusted, **self.storage_options
+        )
+
+
+def _prepare_source(
+    spark: Any,
+    path_or_url: str | Path,
+    version: str | None,
+    trusted: bool,
+    storage_options: dict[str, Any],
+) -> tuple[_Source, Bundle]:
+    """Load the bundle on the driver, ship a local archive, pin the version executors use."""
+    text = str(path_or_url)
+    root_text, alias = split_alias(text)
+    shipped = digest = None
+    if _is_archive(root_text) and not is_url(root_text):
+        local = Path(root_text[len("file://") :] if root_text.startswith("file://") else root_text)
+        if local.is_file():  # else Bundle.load says what is missing
+            shipped, digest = _ship(spark.sparkContext, local.resolve())
+    options = dict(storage_options)
+    loaded = _cached(_Source(text, version, trusted, digest=digest, storage_options=options))
+    if _is_archive(root_text):
+        pinned = None
+    elif version is not None or alias is not None:
+        pinned = loaded.manifest.version
+    else:
+        is_version_dir = open_root(root_text, **storage_options).is_version()
+        pinned = None if is_version_dir else loaded.manifest.version
+    source = _Source(text, pinned, trusted, shipped, digest, options)
+    with _CACHE_LOCK:  # the driver's copy serves the pinned key too
+        _CACHE.setdefault(source.key, loaded)
+    return source, loaded
+
+
+def _ship(context: Any, archive: Path) -> tuple[str, str]:
+    """Add a local archive to the Spark application's files: (SparkFiles name, sha256).
+
+    Spark keeps one file per name, and executors fetch it again from this path when they
+    start new tasks, so the archive must stay in place while jobs run.
+    """
+    key = (context.applicationId, archive.name)
+    digest = _sha256(archive)
+    with _CACHE_LOCK:
+        earlier = _SHIPPED.get(key)
+        if earlier is not None and earlier[1] != digest:
+            raise BundleError(
+                f"An archive named {archive.name!r} was already shipped to this Spark "
+                f"application from {earlier[0]}, with other contents than {archive}.\n"
+                "Spark keeps one file per name: give the archives different names "
+                "(bundle.archive names them <name>-<version>)."
+            )
+        if earlier is None:
+            context.addFile(str(archive))
+            _SHIPPED[key] = (str(archive), digest)
+    return archive.name, digest
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _is_archive(text: str) -> bool:
+    return text.lower().endswith(_ARCHIVE_SUFFIXES)
+
+
+def _cached(source: _Source, loads: Any = None) -> Bundle:
+    """The bundle for `source`, loaded at most once per process."""
+    global _LOADS
+    with _CACHE_LOCK:
+        loaded = _CACHE.get(source.key)
+        if loaded is None:
+            _size_threads_to_task()
+            loaded = source.load()
+            _CACHE[source.key] = loaded
+            _LOADS += 1
+            if loads is not None:
+                loads.add({f"{socket.gethostname()}:{os.getpid()}": 1})
+    return loaded
+
+
+def _size_threads_to_task() -> None:
+    """In a Spark task, give TensorFlow the task's cores (``spark.task.cpus``), not all.
+
+    Each concurrent task has its own Python worker, and TensorFlow sizes its thread pools
+    to every core of the machine in each of them: N workers x N threads on N cores. PySpark
+    sizes OpenMP the same way (``OMP_NUM_THREADS``). Read when TensorFlow starts, so only
+    before the first load in a process; variables already set (``spark.executorEnv.*``)
+    win. Outside a task (the driver) nothing changes.
+    """
+    from pyspark import TaskContext
+
+    context = TaskContext.get()
+    if context is None:
+        return
+    cpus = str(max(1, int(context.cpus())))
+    os.environ.setdefault("TF_NUM_INTRAOP_THREADS", cpus)
+    os.environ.setdefault("TF_NUM_INTEROP_THREADS", cpus)
+
+
+class _CountsParam:
+    """Accumulator param merging ``{worker: count}`` dicts (duck-typed AccumulatorParam)."""
+
+    def zero(self, value: dict[str, int]) -> dict[str, int]:
+        return {}
+
+    def addInPlace(self, total: dict[str, int], more: dict[str, int]) -> dict[str, int]:
+        for key, count in more.items():
+            total[key] = total.get(key, 0) + count
+        return total
+
+
+# --------------------------------------------------------------------------- output types
+
+
+@dataclass(frozen=True)
+class _Outputs:
+    """What the bundle's predictions look like, from its manifest and label encoder."""
+
+    label_kind: str | None  # numpy kind of the labels ("U", "i", "b", "f"), None: no labels
+    label_width: int  # 1: a scalar per row; more: an array per row (multi-target regression)
+    classes: tuple[Any, ...] | None  # the label encoder's classes, in score order
+    score_names: tuple[str, ...]
+    score_dtype: str  # "float32" or "float64"
+    modes: tuple[str, ...]  # each postprocess step's mode ("class_ids" or as-is)
+
+    @classmethod
+    def of(cls, loaded: Bundle) -> _Outputs:
+        manifest = loaded.manifest
+        schema = loaded.input_schema
+        if schema is None or "columns" not in schema.to_dict():
+            raise BundleError(
+                f"{manifest.label.capitalize()} takes array input, not named columns: Spark "
+                "scoring needs a tabular bundle (one saved with a DataFrame input_example)."
+            )
+        outputs = manifest.model["outputs"]
+        if len(outputs) != 1:
+            names = ", ".join(str(spec["name"]) for spec in outputs)
+            raise BundleError(
+                f"{manifest.label.capitalize()} has {len(outputs)} model outputs ({names}); "
+                "Spark scoring supports single-output models."
+            )
+        shape = outputs[0]["shape"]
+        width = int(np.prod([d or 1 for d in shape[1:]])) if len(shape) > 1 else 1
+        score_dtype = "float32" if np.dtype(outputs[0]["dtype"]) == np.float32 else "float64"
+        modes = tuple(record.get("mode", "inverse_transform") for record in manifest.postprocess)
+        steps = loaded.postprocess
+        classes = None
+        if steps and modes[-1] == "class_ids":
+            classes = tuple(np.asarray(steps[-1].classes_).tolist())
+        if not steps:
+            label_kind, label_width = None, 1
+        elif classes is not None:
+            label_kind, label_width = _label_kind(np.asarray(steps[-1].classes_)), 1
+        else:
+            label_kind, label_width = "f", width
+        if classes is not None and len(classes) == width:
+            names = tuple(f"score_{c}" for c in classes)
+        else:
+            names = ("score",) if width == 1 else tuple(f"score_{i}" for i in range(width))
+        return cls(label_kind, label_width, classes, names, score_dtype, modes)
+
+    def names(self) -> list[str]:
+        return ([LABEL_COLUMN] if self.label_kind else []) + list(self.score_names)
+
+    def label_spark_type(self) -> Any:
+        from pyspark.sql import types as T
+
+        scalar = {"U": T.StringType(), "i": T.LongType(), "b": T.BooleanType()}.get(
+            self.label_kind or "f", T.DoubleType()
+        )
+        return scalar if self.label_width == 1 else T.ArrayType(scalar)
+
+    def score_spark_type(self) -> Any:
+        from pyspark.sql import types as T
+
+        return T.FloatType() if self.score_dtype == "float32" else T.DoubleType()
+
+    def scores_array(self) -> Any:
+        from pyspark.sql import types as T
+
+        return T.ArrayType(self.score_spark_type(), containsNull=False)
+
+    def label_values(self, labels: Any) -> Any:
+        """Labels as a column pandas and Arrow agree on for the Spark type."""
+        labels = np.asarray(labels)
+        if self.label_width == 1:
+            labels = labels.reshape(len(labels))
+            if self.label_kind == "U" and labels.dtype.kind not in "OUS":
+                labels = labels.astype(str)
+            elif self.label_kind == "i":
+                labels = labels.astype(np.int64)
+            elif self.label_kind == "f":
+                labels = labels.astype(np.float64)
+            return labels
+        return list(labels.reshape(len(labels), -1).astype(np.float64))
+
+
+def _label_kind(classes: np.ndarray) -> str:
+    kind = classes.dtype.kind
+    if kind in "iu":
+        return "i"
+    if kind in "bf":
+        return kind
+    return "U"  # strings, and objects shown as strings
+
+
+def _score_schema(id_schema: Any, outputs: _Outputs) -> Any:
+    from pyspark.sql import types as T
+
+    fields = list(id_schema.fields) if id_schema is not None else []
+    if outputs.label_kind:
+        fields.append(T.StructField(LABEL_COLUMN, outputs.label_spark_type(), nullable=False))
+    score_type = outputs.score_spark_type()
+    fields += [T.StructField(name, score_type, nullable=False) for name in outputs.score_names]
+    return T.StructType(fields)
+
+
+def _input_columns(loaded: Bundle) -> list[str]:
+    schema = loaded.input_schema
+    return [str(column["name"]) for column in schema.to_dict()["columns"]] if schema else []
+
+
+def _check_columns(
+    available: Sequence[str], features: Sequence[str], ids: Sequence[str], label: str
+) -> None:
+    present = set(available)
+    missing_ids = [c for c in ids if c not in present]
+    missing = [c for c in features if c not in present]
+    if not (missing or missing_ids):
+        return
+    lines = []
+    if missing:
+        lines.append(
+            f"The DataFrame is missing {len(missing)} of the {len(features)} input columns "
+            f"that {label} expects:\n{_listed(sorted(missing))}"
+        )
+    if missing_ids:
+        lines.append(f"The id column(s) are not in the DataFrame:\n{_listed(missing_ids)}")
+    lines.append(f"Its columns are:\n{_listed(list(available))}")
+    lines.append("Rename or add these columns before scoring.")
+    raise SchemaError(
+        "\n".join(lines),
+        problems=[f"missing column {c!r}" for c in [*missing, *missing_ids]],
+        column=(missing or missing_ids)[0],
+    )
+
+
+def _listed(items: Sequence[Any], limit: int = 5) -> str:
+    lines = [f"- {item}" for item in items[:limit]]
+    if len(items) > limit:
+        lines.append(f"... ({len(items) - limit} more)")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- executors
+
+
+@dataclass(frozen=True)
+class _UdfJob:
+    source: _Source
+    columns: tuple[str, ...]
+    result: str
+    outputs: _Outputs
+    loads: Any = None
+
+
+@dataclass(frozen=True)
+class _ScoreJob:
+    source: _Source
+    columns: tuple[str, ...]
+    ids: tuple[str, ...]
+    batch_size: int
+    outputs: _Outputs
+    loads: Any = None
+
+
+def _run_udf(job: _UdfJob, batches: Iterable[Any]) -> Iterator[Any]:
+    """The UDF body on an executor: Arrow batches in, one Series of results per batch out.
+
+    One model call per batch, inline: every core already runs a task of its own, so a
+    prepare-ahead thread (as in ``predict_batches``) would only compete with them.
+    """
+    import pandas as pd
+
+    loaded = _cached(job.source, job.loads)
+    where = _Partition(loaded)
+    labels = job.result == "labels"
+    for batch in batches:
+        frame = _as_frame(batch, job.columns)
+        with where.batch(frame):
+            out = loaded.predict(frame, batch_size=max(len(frame), 1), postprocess=labels)
+        if labels:
+            yield pd.Series(job.outputs.label_values(out))
+        else:
+            scores = np.asarray(out, dtype=job.outputs.score_dtype)
+            yield pd.Series(list(scores.reshape(len(scores), -1)))
+
+
+def _run_score(job: _ScoreJob, frames: Iterable[Any]) -> Iterator[Any]:
+    """The ``mapInPandas`` body on an executor: ids, prediction, score columns per batch."""
+    import pandas as pd
+
+    loaded = _cached(job.source, job.loads)
+    where = _Partition(loaded)
+    features = list(job.columns)
+    for frame in _rebatch(frames, job.batch_size):
+        with where.batch(frame[features]):
+            scores = loaded.predict(frame[features], batch_size=job.batch_size, postprocess=False)
+            scores = np.asarray(scores)
+            predictions = loaded.decode(scores) if job.outputs.label_kind else None
+        out = pd.DataFrame(
+            {c: frame[c].to_numpy() for c in job.ids}, index=pd.RangeIndex(len(frame))
+        )
+        if predictions is not None:
+            out[LABEL_COLUMN] = job.outputs.label_values(predictions)
+        flat = scores.reshape(len(scores), -1).astype(job.outputs.score_dtype, copy=False)
+        for i, name in enumerate(job.outputs.score_names):
+            out[name] = flat[:, i]
+        yield out
+
+
+def _as_frame(batch: Any, columns: Sequence[str]) -> Any:
+    """A UDF argument as a DataFrame with the bundle's column names."""
+    import pandas as pd
+
+    if isinstance(batch, pd.DataFrame):
+        return batch
+    series = list(batch) if isinstance(batch, tuple) else [batch]
+    if len(series) != len(columns):
+        raise SchemaError(
+            f"The UDF received {len(series)} unnamed column(s), but the bundle expects "
+            f"{len(columns)} named columns ({', '.join(columns[:12])}). Pass them by name: "
+            "udf(struct(*cols)) or udf(*cols).",
+        )
+    return pd.DataFrame(dict(zip(columns, series, strict=True)))
+
+
+def _rebatch(frames: Iterable[Any], size: int) -> Iterator[Any]:
+    """Re-cut a stream of DataFrames into frames of exactly `size` rows (the last: fewer)."""
+    import pandas as pd
+
+    pending: list[Any] = []
+    count = 0
+    for frame in frames:
+        start = 0
+        while start < len(frame):
+            part = frame.iloc[start : start + size - count]
+            start += len(part)
+            pending.append(part)
+            count += len(part)
+            if count == size:
+                yield _joined(pending, pd)
+                pending, count = [], 0
+    if pending:
+        yield _joined(pending, pd)
+
+
+def _joined(parts: list[Any], pd: Any) -> Any:
+    if len(parts) == 1:
+        return parts[0].reset_index(drop=True)
+    return pd.concat(parts, ignore_index=True)
+
+
+class _Partition:
+    """Counts a task's rows as batches pass, so an error can name the row that caused it.
+
+    Spark feeds a task the rows of one partition, in order; `batch` wraps the scoring of
+    the next batch and turns its errors into ones that say where in the partition it failed.
+    """
+
+    def __init__(self, loaded: Bundle):
+        from pyspark import TaskContext
+
+        context = TaskContext.get()
+        self.partition = context.partitionId() if context is not None else None
+        self.bundle = loaded
+        self.seen = 0
+
+    def where(self) -> str:
+        return f"Spark partition {self.partition}" if self.partition is not None else "the input"
+
+    @contextlib.contextmanager
+    def batch(self, frame: Any) -> Iterator[None]:
+        start = self.seen
+        self.seen += len(frame)
+        try:
+            yield
+        except SchemaError as exc:
+            raise self._located(exc, start, frame) from None
+        except BundleError as exc:
+            if hasattr(exc, "add_note"):  # Python 3.11+: shown in the worker's traceback
+                exc.add_note(f"While scoring rows {start} to {self.seen - 1} of {self.where()}.")
+            raise
+
+    def _located(self, exc: SchemaError, start: int, frame: Any) -> SchemaError:
+        label = self.bundle.manifest.label
+        stop = start + len(frame) - 1
+        bad = _first_bad_row(self.bundle, frame)
+        if bad is None:  # refused after preprocessing: the batch, not one row, is at fault
+            head = (
+                f"Rows {start} to {stop} of {self.where()} (one batch) do not match what "
+                f"{label} expects:"
+            )
+        else:
+            head = (
+                f"Row {start + bad} of {self.where()} is the first row there that {label} "
+                "refuses (rows count from 0 within the partition).\n"
+                f"It is in a batch of partition rows {start} to {stop}"
+                + (f"; 'row N' below counts from row {start}" if start else "")
+                + ":"
+            )
+        return SchemaError(f"{head}\n{exc}", problems=exc.problems, column=exc.column)
+
+
+def _first_bad_row(loaded: Bundle, frame: Any) -> int | None:
+    """The first row of `frame` whose prefix the input contract refuses, by bisection.
+
+    Only on the error path: about log2(len(frame)) validations, each of a prefix.
+    """
+    if not loaded.validate(frame):
+        return None
+    good, bad = 0, len(frame)  # frame[:good] passes (empty does), frame[:bad] fails
+    while bad - good > 1:
+        middle = (good + bad) // 2
+        if loaded.validate(frame.iloc[:middle]):
+            bad = middle
+        else:
+            good = middle
+    return bad - 1
