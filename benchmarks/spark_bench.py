@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import re
 import subprocess
 import sys
 import tempfile
@@ -45,6 +44,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import _report  # noqa: E402
+
 sys.path.insert(0, str(HERE))
 
 from workloads import reference_frame, reference_tabular  # noqa: E402
@@ -196,14 +199,7 @@ def make_scorer(
 
 
 def machine() -> dict[str, str]:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = _report.cpu_model()
     versions = []
     for package in ("pyspark", "mlflow", "tensorflow-cpu", "keras", "scikit-learn", "pandas"):
         try:
@@ -300,14 +296,8 @@ def render(results: dict[str, list[float]], rows: int, facts: dict[str, Any]) ->
 
 
 def write_section(text: str) -> None:
-    """Replace (or append) the "Spark" section of RESULTS.md, leaving the others alone."""
-    current = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    pattern = re.compile(rf"^## {SECTION}\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(current):
-        updated = pattern.sub(lambda _: text.rstrip() + "\n\n", current).rstrip() + "\n"
-    else:
-        updated = current.rstrip() + "\n\n" + text.rstrip() + "\n"
-    RESULTS.write_text(updated)
+    """Replace this benchmark's section of RESULTS.md, leaving the others alone."""
+    _report.write_section(SECTION, text, RESULTS)
 
 
 # --------------------------------------------------------------------------- main
