@@ -27,7 +27,11 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check bundle tests examples benchmarks
 	$(VENV)/bin/ruff format --check bundle tests examples benchmarks
 
-bench: $(VENV)/.installed
+$(VENV)/.installed-bench: pyproject.toml $(VENV)/.installed
+	$(PIP) install --quiet -e '.[cpu,dev,serve,spark,bench]'
+	touch $@
+
+bench: $(VENV)/.installed-bench
 	$(PY) benchmarks/run.py
 
 # The Spark tests (tests/test_spark.py) need a Java runtime: install one when it is missing
@@ -36,8 +40,9 @@ java:
 	@java -version >/dev/null 2>&1 || { \
 	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
 	    echo "java not found: installing default-jre-headless"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-	      default-jre-headless >/dev/null; \
+	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	      default-jre-headless >/dev/null; } \
+	      || echo "installing a Java runtime failed: the Spark tests will skip"; \
 	  else \
 	    echo "java not found and apt-get unavailable (or not root): the Spark tests will skip"; \
 	  fi; \

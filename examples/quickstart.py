@@ -38,17 +38,33 @@ def main() -> None:
     y = np.asarray(data.target_names)[data.target]  # string labels: "class_0", ...
     X_train, X_test, y_train, _ = train_test_split(X, y, test_size=0.25, random_state=0)
 
-    preprocess = ColumnTransformer([("num", make_pipeline(SimpleImputer(), StandardScaler()),
-                                     list(X.columns))])
+    preprocess = ColumnTransformer(
+        [("num", make_pipeline(SimpleImputer(), StandardScaler()), list(X.columns))]
+    )
     labels = LabelEncoder().fit(y_train)
-    model = keras.Sequential([keras.Input((X.shape[1],)), keras.layers.Dense(16, "relu"),
-                              keras.layers.Dense(3, "softmax")])
+    model = keras.Sequential(
+        [
+            keras.Input((X.shape[1],)),
+            keras.layers.Dense(16, "relu"),
+            keras.layers.Dense(3, "softmax"),
+        ]
+    )
     model.compile("adam", loss=smoothed_crossentropy, metrics=["accuracy"])
-    model.fit(preprocess.fit_transform(X_train), keras.utils.to_categorical(labels.transform(y_train)),
-              epochs=60, verbose=0)
+    model.fit(
+        preprocess.fit_transform(X_train),
+        keras.utils.to_categorical(labels.transform(y_train)),
+        epochs=60,
+        verbose=0,
+    )
 
-    bundle = Bundle(model, preprocess=preprocess, postprocess=labels,
-                    input_example=X_train[:100], name="wine", metadata={"dataset": "sklearn wine"})
+    bundle = Bundle(
+        model,
+        preprocess=preprocess,
+        postprocess=labels,
+        input_example=X_train[:100],
+        name="wine",
+        metadata={"dataset": "sklearn wine"},
+    )
     path = bundle.save(ROOT)
     print(f"saved {path}")
     print(bundle.input_schema)

@@ -71,8 +71,11 @@ def test_unseen_category_for_a_strict_encoder_is_refused(closed_bundle):
     bundle, frame = closed_bundle
     rows = frame.iloc[:3].copy()
     rows["plan"] = ["gold", "basic", "gold"]
-    with pytest.raises(SchemaError, match=r"(?s)Column 'plan' has 1 value never seen.*'gold'.*"
-                       r"Known values \(3\): 'basic', 'plus', 'pro'"):
+    with pytest.raises(
+        SchemaError,
+        match=r"(?s)Column 'plan' has 1 value never seen.*'gold'.*"
+        r"Known values \(3\): 'basic', 'plus', 'pro'",
+    ):
         bundle.predict(rows)
 
 
@@ -153,9 +156,13 @@ def valid_rows(draw):
 
 
 bad_values = st.one_of(
-    st.text(max_size=5), st.none(), st.floats(allow_nan=True), st.integers(), st.booleans(),
-    st.lists(st.integers(), max_size=2), st.dictionaries(st.text(max_size=2), st.integers(),
-                                                         max_size=1),
+    st.text(max_size=5),
+    st.none(),
+    st.floats(allow_nan=True),
+    st.integers(),
+    st.booleans(),
+    st.lists(st.integers(), max_size=2),
+    st.dictionaries(st.text(max_size=2), st.integers(), max_size=1),
 )
 
 
@@ -171,8 +178,14 @@ def malformed_rows(draw):
         records = frame.to_dict(orient="records")
         records[0][column] = draw(bad_values)
         return records
-    return draw(st.one_of(st.text(max_size=5), st.integers(), st.sets(st.integers(), max_size=2),
-                          st.just(object())))
+    return draw(
+        st.one_of(
+            st.text(max_size=5),
+            st.integers(),
+            st.sets(st.integers(), max_size=2),
+            st.just(object()),
+        )
+    )
 
 
 def _reference_scores(parts, frame):
@@ -214,8 +227,20 @@ def test_malformed_tabular_input_only_raises_schema_error(tabular_bundle, raw):
 @st.composite
 def image_inputs(draw):
     shape = draw(
-        st.sampled_from([(8, 8, 1), (1, 8, 8, 1), (3, 8, 8, 1), (0, 8, 8, 1), (64,), (1, 64),
-                         (2, 8, 8), (2, 1, 8, 8), (8, 8), (2, 8, 8, 3)])
+        st.sampled_from(
+            [
+                (8, 8, 1),
+                (1, 8, 8, 1),
+                (3, 8, 8, 1),
+                (0, 8, 8, 1),
+                (64,),
+                (1, 64),
+                (2, 8, 8),
+                (2, 1, 8, 8),
+                (8, 8),
+                (2, 8, 8, 3),
+            ]
+        )
     )
     dtype = draw(st.sampled_from(["uint8", "int64", "float32", "float64", "bool", "U1"]))
     values = draw(st.sampled_from(["small", "nan", "huge", "negative"]))

@@ -22,8 +22,12 @@ def test_predict_batches_equals_one_pass(tabular_bundle, rows):
     _, saved = tabular_bundle
     features = rows.drop(columns="customer_id")
     one_pass = saved.predict(features, postprocess=False)
-    chunks = [features.iloc[:700], features.iloc[700:701], features.iloc[701:701],
-              features.iloc[701:].to_dict(orient="records")]
+    chunks = [
+        features.iloc[:700],
+        features.iloc[700:701],
+        features.iloc[701:701],
+        features.iloc[701:].to_dict(orient="records"),
+    ]
     streamed = list(saved.predict_batches(chunks, postprocess=False))
     assert [len(s) for s in streamed] == [700, 1, 0, len(features) - 701]
     np.testing.assert_array_equal(np.concatenate(streamed), one_pass)
@@ -35,18 +39,29 @@ def test_predict_batches_equals_one_pass(tabular_bundle, rows):
 def test_predict_file_equals_predict_on_the_whole_file(tabular_bundle, rows, tmp_path, fmt):
     _, saved = tabular_bundle
     src = tmp_path / f"in.{fmt}"
-    {"parquet": lambda: rows.to_parquet(src, index=False),
-     "csv": lambda: rows.to_csv(src, index=False),
-     "jsonl": lambda: rows.to_json(src, orient="records", lines=True)}[fmt]()
+    {
+        "parquet": lambda: rows.to_parquet(src, index=False),
+        "csv": lambda: rows.to_csv(src, index=False),
+        "jsonl": lambda: rows.to_json(src, orient="records", lines=True),
+    }[fmt]()
     dst = tmp_path / f"out.{fmt}"
     seen = []
-    n = saved.predict_file(src, dst, id_column="customer_id", batch_size=300, scores=True,
-                           progress=seen.append)
+    n = saved.predict_file(
+        src, dst, id_column="customer_id", batch_size=300, scores=True, progress=seen.append
+    )
     assert n == len(rows) and sum(seen) == len(rows) and max(seen) == 300
-    out = {"parquet": pd.read_parquet, "csv": pd.read_csv,
-           "jsonl": lambda p: pd.read_json(p, lines=True)}[fmt](dst)
-    assert list(out.columns) == ["customer_id", "prediction", "score_churn", "score_stay",
-                                 "score_upgrade"]
+    out = {
+        "parquet": pd.read_parquet,
+        "csv": pd.read_csv,
+        "jsonl": lambda p: pd.read_json(p, lines=True),
+    }[fmt](dst)
+    assert list(out.columns) == [
+        "customer_id",
+        "prediction",
+        "score_churn",
+        "score_stay",
+        "score_upgrade",
+    ]
     assert out["customer_id"].tolist() == rows["customer_id"].tolist()
     features = rows.drop(columns="customer_id")
     assert out["prediction"].tolist() == list(saved.predict(features))
@@ -63,9 +78,7 @@ def test_predict_file_with_no_rows_writes_an_empty_file(tabular_bundle, rows, tm
     assert len(out) == 0 and list(out.columns) == ["customer_id", "prediction"]
 
 
-def test_predict_file_refuses_bad_rows_and_leaves_no_partial_output(
-    tabular_bundle, rows, tmp_path
-):
+def test_predict_file_refuses_bad_rows_and_leaves_no_partial_output(tabular_bundle, rows, tmp_path):
     _, saved = tabular_bundle
     bad = rows.copy()
     bad["age"] = bad["age"].astype(object)

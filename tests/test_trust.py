@@ -67,8 +67,11 @@ def test_lambda_layer_needs_trusted(tmp_path):
     model = keras.Sequential([keras.Input((2,)), keras.layers.Lambda(lambda x: x * 3)])
     path = Bundle(model, input_example=np.ones((2, 2), "float32")).save(tmp_path / "l")
     assert json.loads((path / "manifest.json").read_text())["model"]["executes_code"] is True
-    with pytest.raises(UnsafeLoadError, match=r"model\.keras: a keras pickle of a Keras model "
-                                              r"with Lambda layers"):
+    with pytest.raises(
+        UnsafeLoadError,
+        match=r"model\.keras: a keras pickle of a Keras model "
+        r"with Lambda layers",
+    ):
         Bundle.load(path)
     np.testing.assert_allclose(Bundle.load(path, trusted=True).predict([[1.0, 2.0]]), [[3.0, 6.0]])
 
