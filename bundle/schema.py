@@ -757,21 +757,30 @@ def _int_range_problem(
     )
 
 
+def _mistyped(
+    values: _Values, spec: ColumnSpec, where: _Where, types: tuple[type, ...], kind: str
+) -> _Problem | None:
+    """The problem listing non-missing values that are not of `types`, or None."""
+    bad = ~values.mask & ~_types_match(values.data, types)
+    if not bad.any():
+        return None
+    return _offenders(
+        where,
+        bad,
+        values.data,
+        expected=_expected(spec),
+        nouns=_KIND_NOUNS[kind],
+        remedy=_KIND_REMEDIES[kind],
+    )
+
+
 def _to_bool(values: _Values, spec: ColumnSpec, where: _Where) -> _Converted:
     if values.family == "bool":
         return _Converted(values.data, values.mask)
     if values.family not in ("object", "string", "categorical"):
         return _wrong_kind(values, spec, where)
-    bad = ~values.mask & ~_types_match(values.data, (bool, np.bool_))
-    if bad.any():
-        problem = _offenders(
-            where,
-            bad,
-            values.data,
-            expected=_expected(spec),
-            nouns=_KIND_NOUNS["bool"],
-            remedy=_KIND_REMEDIES["bool"],
-        )
+    problem = _mistyped(values, spec, where, (bool, np.bool_), "bool")
+    if problem is not None:
         return _Converted(None, values.mask, [problem])
     data = np.where(values.mask, False, values.data).astype(bool)
     return _Converted(data, values.mask)
@@ -782,16 +791,8 @@ def _to_string(values: _Values, spec: ColumnSpec, where: _Where) -> _Converted:
         return _wrong_kind(values, spec, where)
     if values.family == "string":  # a text dtype holds nothing but str
         return _Converted(values.data, values.mask)
-    bad = ~values.mask & ~_types_match(values.data, (str,))
-    if bad.any():
-        problem = _offenders(
-            where,
-            bad,
-            values.data,
-            expected=_expected(spec),
-            nouns=_KIND_NOUNS["string"],
-            remedy=_KIND_REMEDIES["string"],
-        )
+    problem = _mistyped(values, spec, where, (str,), "string")
+    if problem is not None:
         return _Converted(None, values.mask, [problem])
     return _Converted(values.data, values.mask)
 
