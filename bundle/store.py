@@ -12,6 +12,7 @@ import errno
 import os
 import re
 import shutil
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -93,13 +94,38 @@ def resolve(location: Path, version: str | None = None) -> Path:
     return location / available[-1]
 
 
+STALE_AFTER_SECONDS = 24 * 3600
+
+
 def staging_dir(root: Path) -> Path:
-    """A new hidden directory under `root` to write a version into before publishing."""
+    """A new hidden directory under `root` to write a version into before publishing.
+
+    Staging directories untouched for a day are removed first: they are what a save that
+    crashed left behind (a live save touches its directory every few seconds at most).
+    """
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
+    remove_stale_staging(root)
     path = root / f"{STAGING_PREFIX}{uuid.uuid4().hex}"
     path.mkdir()
     return path
+
+
+def remove_stale_staging(root: Path, *, older_than: float = STALE_AFTER_SECONDS) -> list[str]:
+    """Delete staging and trash directories under `root` untouched for `older_than` seconds."""
+    now = time.time()
+    removed = []
+    for entry in Path(root).iterdir():
+        if not entry.name.startswith((STAGING_PREFIX, TRASH_PREFIX)) or not entry.is_dir():
+            continue
+        try:
+            newest = max([entry.stat().st_mtime, *(p.stat().st_mtime for p in entry.rglob("*"))])
+        except OSError:  # removed meanwhile by its own writer
+            continue
+        if now - newest > older_than:
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry.name)
+    return removed
 
 
 def next_version(root: Path) -> str:

@@ -479,3 +479,18 @@ def test_concurrent_saves_from_two_processes(tmp_path):
     assert _visible(fixed_root) == ["7"] and _hidden(fixed_root) == []
     winner_tag = "a" if outputs[0] is winners[0] else "b"
     assert Bundle.load(fixed_root).name == winner_tag
+
+
+def test_staging_left_by_a_crash_is_swept_after_a_day(tiny_model, tmp_path):
+    root = tmp_path / "root"
+    root.mkdir()
+    old, fresh = root / ".staging-old", root / ".staging-fresh"
+    for folder in (old, fresh):
+        (folder / "steps").mkdir(parents=True)
+        (folder / "steps" / "x.npz").write_bytes(b"x")
+    day_ago = time.time() - 2 * 24 * 3600
+    for path in (old, old / "steps", old / "steps" / "x.npz"):
+        os.utime(path, (day_ago, day_ago))
+    _save(tiny_model, root, version="1.0.0")
+    assert not old.exists()  # a crashed save's leftovers
+    assert fresh.exists()  # possibly another process saving right now
