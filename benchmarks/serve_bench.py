@@ -49,7 +49,7 @@ import _report  # noqa: E402
 
 sys.path.insert(0, str(HERE))
 
-from workloads import reference_tabular  # noqa: E402
+from workloads import reference_tabular, save_mlflow_model  # noqa: E402
 
 RESULTS = HERE / "RESULTS.md"
 SECTION = "Serving"
@@ -284,57 +284,6 @@ def _env() -> dict[str, str]:
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env.pop("PYTHONPATH", None)
     return env
-
-
-# --------------------------------------------------------------------------- the mlflow model
-
-
-def save_mlflow_model(workload: Any, directory: Path, example: Any) -> Path:
-    """An mlflow pyfunc wrapping the same fitted ColumnTransformer, Keras model, LabelEncoder."""
-    import joblib
-    import mlflow.pyfunc
-    from mlflow.models import infer_signature
-
-    class ReferencePipeline(mlflow.pyfunc.PythonModel):
-        def load_context(self, context):
-            import joblib
-            import keras
-
-            self.preprocess = joblib.load(context.artifacts["preprocess"])
-            self.labels = joblib.load(context.artifacts["labels"])
-            self.model = keras.saving.load_model(context.artifacts["model"])
-
-        def predict(self, context, model_input, params=None):
-            import numpy as np
-
-            features = self.preprocess.transform(model_input)
-            if hasattr(features, "toarray"):
-                features = features.toarray()
-            # predict_on_batch, not predict(): Keras' predict() sets up a data pipeline on
-            # every call (~100 ms), which would make this baseline a straw man.
-            scores = self.model.predict_on_batch(np.asarray(features, dtype="float32"))
-            return self.labels.inverse_transform(np.asarray(scores).argmax(axis=1))
-
-    parts = directory / "parts"
-    parts.mkdir(parents=True)
-    joblib.dump(workload.preprocess, parts / "preprocess.joblib")
-    joblib.dump(workload.labels, parts / "labels.joblib")
-    workload.model.save(parts / "model.keras")
-    wrapper = ReferencePipeline()
-    signature = infer_signature(example, workload.labels.classes_[:1].repeat(len(example)))
-    target = directory / "mlflow_model"
-    mlflow.pyfunc.save_model(
-        str(target),
-        python_model=wrapper,
-        artifacts={
-            "preprocess": str(parts / "preprocess.joblib"),
-            "labels": str(parts / "labels.joblib"),
-            "model": str(parts / "model.keras"),
-        },
-        signature=signature,
-        pip_requirements=[],  # no environment is built (--env-manager local)
-    )
-    return target
 
 
 # --------------------------------------------------------------------------- report

@@ -50,7 +50,7 @@ import _report  # noqa: E402
 
 sys.path.insert(0, str(HERE))
 
-from workloads import reference_frame, reference_tabular  # noqa: E402
+from workloads import reference_frame, reference_tabular, save_mlflow_model  # noqa: E402
 
 RESULTS = HERE / "RESULTS.md"
 SECTION = "Spark"
@@ -93,55 +93,6 @@ def write_dataset(directory: Path, rows: int, files: int = 8) -> Path:
     for index, part in enumerate(np.array_split(np.arange(rows), files)):
         frame.iloc[part].to_parquet(directory / f"part-{index:03d}.parquet", index=False)
     return directory
-
-
-def save_mlflow_model(workload: Any, directory: Path, example: Any) -> Path:
-    """An mlflow pyfunc wrapping the same fitted ColumnTransformer, Keras model, LabelEncoder.
-
-    The same wrapper as benchmarks/serve_bench.py: predict_on_batch, not predict(), so the
-    baseline does not pay Keras' per-call data pipeline set-up.
-    """
-    import joblib
-    import mlflow.pyfunc
-    from mlflow.models import infer_signature
-
-    class ReferencePipeline(mlflow.pyfunc.PythonModel):
-        def load_context(self, context):
-            import joblib
-            import keras
-
-            self.preprocess = joblib.load(context.artifacts["preprocess"])
-            self.labels = joblib.load(context.artifacts["labels"])
-            self.model = keras.saving.load_model(context.artifacts["model"])
-
-        def predict(self, context, model_input, params=None):
-            import numpy as np
-
-            features = self.preprocess.transform(model_input)
-            if hasattr(features, "toarray"):
-                features = features.toarray()
-            scores = self.model.predict_on_batch(np.asarray(features, dtype="float32"))
-            return self.labels.inverse_transform(np.asarray(scores).argmax(axis=1))
-
-    parts = directory / "parts"
-    parts.mkdir(parents=True)
-    joblib.dump(workload.preprocess, parts / "preprocess.joblib")
-    joblib.dump(workload.labels, parts / "labels.joblib")
-    workload.model.save(parts / "model.keras")
-    signature = infer_signature(example, workload.labels.classes_[:1].repeat(len(example)))
-    target = directory / "mlflow_model"
-    mlflow.pyfunc.save_model(
-        str(target),
-        python_model=ReferencePipeline(),
-        artifacts={
-            "preprocess": str(parts / "preprocess.joblib"),
-            "labels": str(parts / "labels.joblib"),
-            "model": str(parts / "model.keras"),
-        },
-        signature=signature,
-        pip_requirements=[],  # env_manager="local": no environment is built
-    )
-    return target
 
 
 # --------------------------------------------------------------------------- measuring

@@ -30,7 +30,14 @@ NAN_COLUMN = "num_3"
 CATEGORICAL = {"cat_a": 10, "cat_b": 20, "cat_c": 30, "cat_d": 40}
 CLASSES = np.array(["bronze", "gold", "silver"])
 
-__all__ = ["CATEGORICAL", "NUMERIC", "TabularWorkload", "reference_frame", "reference_tabular"]
+__all__ = [
+    "CATEGORICAL",
+    "NUMERIC",
+    "TabularWorkload",
+    "reference_frame",
+    "reference_tabular",
+    "save_mlflow_model",
+]
 
 
 def reference_frame(n: int, seed: int = SEED) -> tuple[pd.DataFrame, np.ndarray]:
@@ -121,3 +128,52 @@ def reference_tabular(n: int = N_TRAIN, *, epochs: int = 2, seed: int = SEED) ->
     model.compile("adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     model.fit(features, labels.transform(target), epochs=epochs, batch_size=256, verbose=0)
     return TabularWorkload(frame, target, preprocess, labels, model)
+
+
+def save_mlflow_model(workload: Any, directory: Path, example: Any) -> Path:
+    """The MLflow baseline: a pyfunc wrapping the workload's fitted ColumnTransformer, Keras
+    model and LabelEncoder, saved for `mlflow models serve` and `mlflow.pyfunc.spark_udf`."""
+    import joblib
+    import mlflow.pyfunc
+    from mlflow.models import infer_signature
+
+    class ReferencePipeline(mlflow.pyfunc.PythonModel):
+        def load_context(self, context):
+            import joblib
+            import keras
+
+            self.preprocess = joblib.load(context.artifacts["preprocess"])
+            self.labels = joblib.load(context.artifacts["labels"])
+            self.model = keras.saving.load_model(context.artifacts["model"])
+
+        def predict(self, context, model_input, params=None):
+            import numpy as np
+
+            features = self.preprocess.transform(model_input)
+            if hasattr(features, "toarray"):
+                features = features.toarray()
+            # predict_on_batch, not predict(): Keras' predict() sets up a data pipeline on
+            # every call (~100 ms), which would make this baseline a straw man.
+            scores = self.model.predict_on_batch(np.asarray(features, dtype="float32"))
+            return self.labels.inverse_transform(np.asarray(scores).argmax(axis=1))
+
+    parts = directory / "parts"
+    parts.mkdir(parents=True)
+    joblib.dump(workload.preprocess, parts / "preprocess.joblib")
+    joblib.dump(workload.labels, parts / "labels.joblib")
+    workload.model.save(parts / "model.keras")
+    wrapper = ReferencePipeline()
+    signature = infer_signature(example, workload.labels.classes_[:1].repeat(len(example)))
+    target = directory / "mlflow_model"
+    mlflow.pyfunc.save_model(
+        str(target),
+        python_model=wrapper,
+        artifacts={
+            "preprocess": str(parts / "preprocess.joblib"),
+            "labels": str(parts / "labels.joblib"),
+            "model": str(parts / "model.keras"),
+        },
+        signature=signature,
+        pip_requirements=[],  # no environment is built (--env-manager local)
+    )
+    return target
