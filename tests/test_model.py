@@ -1,0 +1,111 @@
+"""The compiled inference function: same numbers as Keras, traced once, faster layers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bundle.model import InferenceFunction, model_signature
+
+SEED = 5
+
+
+def _images(shape, n=9):
+    return np.random.default_rng(SEED).integers(0, 256, size=(n, *shape)).astype("float32")
+
+
+def _normalized_model(shape, **options):
+    import keras
+
+    data = _images(shape, 40)
+    norm = keras.layers.Normalization(**options)
+    if "mean" not in options:
+        norm.adapt(data)
+    inputs = keras.Input(shape)
+    return keras.Model(inputs, norm(keras.layers.Rescaling(1 / 255.0)(inputs)))
+
+
+CASES = {
+    "per channel": ((6, 5, 3), {"axis": -1}),
+    "per position": ((6, 5, 3), {"axis": (1, 2)}),
+    "one mean": ((6, 5, 3), {"axis": None}),
+    "inverted": ((6, 5, 3), {"axis": -1, "invert": True}),
+    "given mean": ((6, 5, 3), {"axis": -1, "mean": [0.1, 0.2, 0.3], "variance": [1, 2, 3]}),
+    "tabular": ((7,), {"axis": -1}),
+}
+
+
+def _keras_traced(model, shape):
+    """The model traced as it is, with Keras' own layer calls: what the rewrite must equal."""
+    import tensorflow as tf
+
+    spec = tf.TensorSpec([None, *shape], tf.float32)
+    return tf.function(lambda x: model(x, training=False), input_signature=[spec])
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_normalization_is_bit_identical_to_keras(case):
+    shape, options = CASES[case]
+    model = _normalized_model(shape, **options)
+    function = InferenceFunction(model, model_signature(model)[0])
+    reference = _keras_traced(model, shape)
+    x = _images(shape)
+    for rows in (x, x[:1]):
+        np.testing.assert_array_equal(function(rows), reference(rows).numpy())
+        # Graph optimizations may fuse a multiply-add that eager mode rounds twice.
+        eager = model(rows, training=False).numpy()
+        np.testing.assert_allclose(function(rows), eager, rtol=1e-6, atol=1e-6)
+
+
+def test_normalization_broadcasts_a_whole_sample_in_the_traced_graph():
+    model = _normalized_model((6, 5, 3), axis=-1)
+    function = InferenceFunction(model, model_signature(model)[0])
+    function(_images((6, 5, 3)))
+    graph = function._function.get_concrete_function().graph
+    shapes = [
+        tuple(op.outputs[0].shape) for op in graph.get_operations() if op.type == "BroadcastTo"
+    ]
+    assert (1, 6, 5, 3) in shapes
+    norm = next(layer for layer in model.layers if type(layer).__name__ == "Normalization")
+    assert "call" not in vars(norm)  # Keras' own call is back once traced
+    x = _images((6, 5, 3))
+    np.testing.assert_array_equal(norm(x).numpy(), type(norm).call(norm, x).numpy())
+
+
+def test_normalization_in_a_nested_model_and_after_conv_layers():
+    import keras
+
+    inner = _normalized_model((8, 8, 3), axis=-1)
+    inputs = keras.Input((8, 8, 3))
+    x = inner(inputs)
+    x = keras.layers.Conv2D(4, 3, activation="relu")(x)
+    x = keras.layers.Normalization(axis=-1, mean=[0.5] * 4, variance=[2.0] * 4)(x)
+    outputs = keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(x))
+    model = keras.Model(inputs, outputs)
+    function = InferenceFunction(model, model_signature(model)[0])
+    x = _images((8, 8, 3))
+    np.testing.assert_allclose(function(x), model.predict(x, verbose=0), rtol=0, atol=1e-6)
+
+
+def test_unknown_image_size_keeps_keras_call():
+    import keras
+
+    norm = keras.layers.Normalization(axis=-1, mean=[1.0, 2.0, 3.0], variance=[4.0, 5.0, 6.0])
+    inputs = keras.Input((None, None, 3))
+    model = keras.Model(inputs, norm(inputs))
+    function = InferenceFunction(model, model_signature(model)[0])
+    for shape in ((4, 4, 3), (3, 7, 3)):
+        x = _images(shape)
+        np.testing.assert_array_equal(function(x), _keras_traced(model, shape)(x).numpy())
+
+
+def test_weights_set_after_loading_reach_the_traced_function():
+    model = _normalized_model((4, 4, 3), axis=-1)
+    function = InferenceFunction(model, model_signature(model)[0])
+    x = _images((4, 4, 3))
+    before = function(x)
+    norm = model.layers[-1]
+    norm.adapt(_images((4, 4, 3), 40) * 3.0 + 1000.0)
+    fresh = InferenceFunction(model, model_signature(model)[0])
+    np.testing.assert_array_equal(fresh(x), _keras_traced(model, (4, 4, 3))(x).numpy())
+    assert np.abs(fresh(x) - before).min() > 1.0
