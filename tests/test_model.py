@@ -109,3 +109,49 @@ def test_weights_set_after_loading_reach_the_traced_function():
     fresh = InferenceFunction(model, model_signature(model)[0])
     np.testing.assert_array_equal(fresh(x), _keras_traced(model, (4, 4, 3))(x).numpy())
     assert np.abs(fresh(x) - before).min() > 1.0
+
+
+def test_a_subclassed_normalization_keeps_its_own_call():
+    import keras
+
+    class Shifted(keras.layers.Normalization):
+        def call(self, inputs):
+            return super().call(inputs) + 1.0
+
+    inputs = keras.Input((4, 4, 3))
+    model = keras.Model(inputs, Shifted(axis=-1, mean=[1.0, 2.0, 3.0], variance=[1, 1, 1])(inputs))
+    function = InferenceFunction(model, model_signature(model)[0])
+    x = _images((4, 4, 3))
+    np.testing.assert_array_equal(function(x), _keras_traced(model, (4, 4, 3))(x).numpy())
+    np.testing.assert_allclose(function(x), x - [1.0, 2.0, 3.0] + 1.0, rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "int16", "bool"])
+def test_narrow_inputs_are_cast_inside_the_graph_with_the_same_values(dtype):
+    import keras
+
+    model = keras.Sequential(
+        [
+            keras.Input((6, 6, 3)),
+            keras.layers.Rescaling(1 / 255.0),
+            keras.layers.Normalization(axis=-1, mean=[0.4, 0.5, 0.6], variance=[0.1, 0.2, 0.3]),
+            keras.layers.Conv2D(4, 3, activation="relu"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(2),
+        ]
+    )
+    function = InferenceFunction(model, model_signature(model)[0])
+    raw = (_images((6, 6, 3)) % 2 == 1) if dtype == "bool" else _images((6, 6, 3))
+    raw = raw.astype(dtype)
+    np.testing.assert_array_equal(function(raw), function(raw.astype("float32")))
+    assert set(function._functions) == {("float32",), (dtype,)}
+
+
+def test_uint8_images_reach_the_model_uncast_and_predict_the_same(image_bundle, image_data):
+    _, saved = image_bundle
+    images, _ = image_data
+    engine = saved._get_engine()
+    prepared = engine.prepare(saved.input_schema.coerce(images))
+    assert prepared.dtype == np.uint8  # cast by TensorFlow, inside the traced function
+    as_float = engine.function()(images.astype("float32"))
+    np.testing.assert_array_equal(saved.predict(images, batch_size=len(images)), as_float)
