@@ -251,9 +251,8 @@ class InferenceFunction:
     Traced for a batch axis of unknown size, so neither a new batch size nor a new call
     retraces it; this is what makes one-row calls cost a fraction of a millisecond instead
     of ``Model.predict``'s per-call set-up. Inputs of a narrower dtype that converts exactly
-    (uint8 images for a float32 model) get their own trace that
-    casts inside the graph: TensorFlow's cast runs on every core, NumPy's on one, and the
-    values are the same.
+    (uint8 images for a float32 model) get their own trace, which casts inside the graph:
+    TensorFlow's cast runs on every core, NumPy's on one, and the values are the same.
     """
 
     def __init__(self, model: Any, inputs: list[dict[str, Any]]):
@@ -263,10 +262,11 @@ class InferenceFunction:
         self.inputs = inputs
         self.multi_input = len(inputs) > 1
         own = tuple(np.dtype(spec["dtype"]).name for spec in inputs)
-        self._function = self._trace(own)
+        self._function = self._build(own)
         self._functions = {own: self._function}
 
-    def _trace(self, dtypes: tuple[str, ...]) -> Any:
+    def _build(self, dtypes: tuple[str, ...]) -> Any:
+        """A tf.function for inputs of `dtypes`, traced by TensorFlow on its first call."""
         import tensorflow as tf
 
         model, inputs = self.model, self.inputs
@@ -305,7 +305,7 @@ class InferenceFunction:
             dtypes = (np.asarray(x).dtype.name,)
         function = self._functions.get(dtypes)
         if function is None:
-            function = self._functions.setdefault(dtypes, self._trace(dtypes))
+            function = self._functions.setdefault(dtypes, self._build(dtypes))
         result = function(x)
         if isinstance(result, Mapping):
             return {name: value.numpy() for name, value in result.items()}
