@@ -59,6 +59,45 @@ def test_image_round_trip_in_fresh_process(image_bundle, image_parts, image_data
     np.testing.assert_allclose(one[0], expected[0], rtol=0, atol=ATOL)
 
 
+def test_standardized_rgb_images_round_trip_in_fresh_process(tmp_path):
+    """Rescaling + an adapted per-channel Normalization: the layers the compiled path rewrites."""
+    import keras
+
+    from bundle import Bundle
+
+    rng = np.random.default_rng(3)
+    images = rng.integers(0, 256, size=(48, 16, 16, 3), dtype=np.uint8)
+    labels = (images[..., 0].mean(axis=(1, 2)) > images[..., 2].mean(axis=(1, 2))).astype(int)
+    keras.utils.set_random_seed(3)
+    norm = keras.layers.Normalization(axis=-1)
+    norm.adapt(images.astype("float32") / 255.0)
+    model = keras.Sequential(
+        [
+            keras.Input((16, 16, 3)),
+            keras.layers.Rescaling(1 / 255.0),
+            norm,
+            keras.layers.Conv2D(4, 3, strides=2, activation="relu"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(2, activation="softmax"),
+        ]
+    )
+    model.compile("adam", "sparse_categorical_crossentropy")
+    model.fit(images.astype("float32"), labels, epochs=1, verbose=0)
+    expected = model.predict(images.astype("float32"), verbose=0)
+    path = Bundle(model, input_example=images[:8], name="rgb").save(tmp_path / "models")
+    np.save(tmp_path / "images.npy", images)
+    run_python(
+        f"""
+        import numpy as np
+        from bundle import Bundle
+        loaded = Bundle.load({str(path)!r})
+        images = np.load({str(tmp_path / "images.npy")!r})
+        np.save({str(tmp_path / "out.npy")!r}, loaded.predict(images, batch_size=20))
+        """
+    )
+    np.testing.assert_allclose(np.load(tmp_path / "out.npy"), expected, rtol=0, atol=ATOL)
+
+
 def test_training_script_with_main_lambda_and_list_of_steps(tmp_path):
     """A FunctionTransformer lambda and a custom loss from __main__, then a fresh loader."""
     run_python(
