@@ -33,7 +33,7 @@ from typing import Any
 from . import store
 from .archiving import extract_archive, is_archive_name
 from .errors import BundleError, BundleNotFoundError, VersionExistsError, bullet_list
-from .integrity import verify_files
+from .integrity import hash_file, verify_files
 from .manifest import MANIFEST_FILE, parse_manifest
 
 ALIASES_DIR = ".aliases"
@@ -401,7 +401,7 @@ def _extracted(location: str, **storage_options: Any) -> Path:
         if not source.is_file():
             raise BundleNotFoundError(f"No archive at {location}.", location=location)
     try:
-        digest = _sha256(source)
+        digest = hash_file(source)
         target = cache_dir() / "archives" / digest
         if not target.is_dir():
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -420,14 +420,6 @@ def _extracted(location: str, **storage_options: Any) -> Path:
     finally:
         if is_url(location):
             source.unlink(missing_ok=True)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _now() -> str:

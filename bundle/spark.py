@@ -51,7 +51,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import os
 import socket
 import threading
@@ -63,6 +62,7 @@ from typing import Any
 import numpy as np
 
 from bundle import Bundle, BundleError, SchemaError
+from bundle.integrity import hash_file
 from bundle.locations import is_url, open_root, split_alias
 
 __all__ = ["DEFAULT_BATCH_SIZE", "LABEL_COLUMN", "load_counter", "predict_udf", "score"]
@@ -305,7 +305,7 @@ def _ship(context: Any, archive: Path) -> tuple[str, str]:
     start new tasks, so the archive must stay in place while jobs run.
     """
     key = (context.applicationId, archive.name)
-    digest = _sha256(archive)
+    digest = hash_file(archive)
     with _CACHE_LOCK:
         earlier = _SHIPPED.get(key)
         if earlier is not None and earlier[1] != digest:
@@ -319,14 +319,6 @@ def _ship(context: Any, archive: Path) -> tuple[str, str]:
             context.addFile(str(archive))
             _SHIPPED[key] = (str(archive), digest)
     return archive.name, digest
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _is_archive(text: str) -> bool:
