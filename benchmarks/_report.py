@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
+import platform
 import re
 from collections.abc import Iterable
 from pathlib import Path
@@ -33,10 +34,15 @@ def versions(distributions: Iterable[str]) -> dict[str, str]:
     return found
 
 
+def versions_line(distributions: Iterable[str]) -> str:
+    """``tensorflow-cpu 2.21.0, keras 3.15.1, ...`` for the installed ones of `distributions`."""
+    return ", ".join(f"{name} {version}" for name, version in versions(distributions).items())
+
+
 def machine_line(distributions: Iterable[str]) -> str:
-    """``2 cores, <CPU>; tensorflow-cpu 2.21.0, ...`` for a results heading."""
-    listed = ", ".join(f"{name} {version}" for name, version in versions(distributions).items())
-    return f"{os.cpu_count()} cores, {cpu_model()}; {listed}"
+    """``2 cores, <CPU>, Python 3.11.7; tensorflow-cpu 2.21.0, ...`` for a results heading."""
+    python = platform.python_version()
+    return f"{os.cpu_count()} cores, {cpu_model()}, Python {python}; {versions_line(distributions)}"
 
 
 def write_section(section: str, text: str, results: Path = RESULTS) -> None:

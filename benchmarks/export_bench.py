@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import sys
 import time
@@ -38,24 +37,13 @@ WORK = HERE / "_work" / "export"
 RESULTS = HERE / "RESULTS.md"
 SECTION = "Export"
 
-sys.path.insert(0, str(HERE))
-
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 
 def machine() -> str:
-    cpu = _report.cpu_model()
-    import importlib.metadata as md
-
-    versions = []
-    for name in ("tensorflow-cpu", "tensorflow", "keras", "scikit-learn", "numpy", "pandas"):
-        try:
-            versions.append(f"{name} {md.version(name)}")
-        except md.PackageNotFoundError:
-            continue
-    return f"{os.cpu_count()} cores, {cpu}, Python {platform.python_version()}; " + ", ".join(
-        versions
+    return _report.machine_line(
+        ("tensorflow-cpu", "tensorflow", "keras", "scikit-learn", "numpy", "pandas")
     )
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -363,25 +362,7 @@ def measure_rss(paths: dict[str, Path], quick: bool) -> dict:
 
 
 def machine() -> str:
-    cpu = _report.cpu_model()
-    import importlib.metadata as md
-
-    versions = ", ".join(
-        f"{name} {md.version(name)}"
-        for name in ("tensorflow-cpu", "keras", "scikit-learn", "numpy", "pandas")
-        if _installed(name)
-    )
-    return f"{os.cpu_count()} cores, {cpu}, Python {platform.python_version()}; {versions}"
-
-
-def _installed(name: str) -> bool:
-    import importlib.metadata as md
-
-    try:
-        md.version(name)
-    except md.PackageNotFoundError:
-        return False
-    return True
+    return _report.machine_line(("tensorflow-cpu", "keras", "scikit-learn", "numpy", "pandas"))
 
 
 def ratio(a: float, b: float) -> str:

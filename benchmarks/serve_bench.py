@@ -34,7 +34,6 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -46,9 +45,6 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import _report  # noqa: E402
-
-sys.path.insert(0, str(HERE))
-
 from workloads import reference_tabular, save_mlflow_model  # noqa: E402
 
 RESULTS = HERE / "RESULTS.md"
@@ -290,27 +286,24 @@ def _env() -> dict[str, str]:
 
 
 def machine() -> dict[str, str]:
-    cpu = _report.cpu_model()
-    versions = {}
-    for dist in (
-        "keras-bundle",
-        "tensorflow-cpu",
-        "keras",
-        "scikit-learn",
-        "numpy",
-        "pandas",
-        "starlette",
-        "uvicorn",
-        "mlflow",
-    ):
-        with contextlib.suppress(metadata.PackageNotFoundError):
-            versions[dist] = metadata.version(dist)
     return {
         "nproc": str(os.cpu_count()),
-        "cpu": cpu,
+        "cpu": _report.cpu_model(),
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "versions": ", ".join(f"{k} {v}" for k, v in versions.items()),
+        "versions": _report.versions_line(
+            (
+                "keras-bundle",
+                "tensorflow-cpu",
+                "keras",
+                "scikit-learn",
+                "numpy",
+                "pandas",
+                "starlette",
+                "uvicorn",
+                "mlflow",
+            )
+        ),
     }
 
 

@@ -37,7 +37,6 @@ import sys
 import tempfile
 import time
 import warnings
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -49,9 +48,6 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import _report  # noqa: E402
-
-sys.path.insert(0, str(HERE))
-
 from workloads import reference_frame, reference_tabular, save_mlflow_model  # noqa: E402
 
 RESULTS = HERE / "RESULTS.md"
@@ -182,13 +178,6 @@ def make_scorer(
 
 
 def machine() -> dict[str, str]:
-    cpu = _report.cpu_model()
-    versions = []
-    for package in ("pyspark", "mlflow", "tensorflow-cpu", "keras", "scikit-learn", "pandas"):
-        try:
-            versions.append(f"{package} {metadata.version(package)}")
-        except metadata.PackageNotFoundError:
-            continue
     try:
         java = subprocess.run(["java", "-version"], capture_output=True, text=True, timeout=60)
         java_version = (java.stderr or java.stdout).splitlines()[0].strip()
@@ -196,10 +185,12 @@ def machine() -> dict[str, str]:
         java_version = "unknown"
     return {
         "nproc": str(os.cpu_count()),
-        "cpu": cpu,
+        "cpu": _report.cpu_model(),
         "python": platform.python_version(),
         "platform": platform.platform(terse=True),
-        "versions": ", ".join(versions),
+        "versions": _report.versions_line(
+            ("pyspark", "mlflow", "tensorflow-cpu", "keras", "scikit-learn", "pandas")
+        ),
         "java": java_version,
     }
 
