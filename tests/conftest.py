@@ -73,6 +73,17 @@ def make_tabular_frame(n: int, seed: int = SEED) -> tuple[pd.DataFrame, np.ndarr
 
 
 @pytest.fixture(scope="session")
+def tiny_model():
+    """An untrained Dense(1) over 2 inputs: for tests of storage, not of predictions."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile("sgd", loss="mse")
+    return model
+
+
+@pytest.fixture(scope="session")
 def tabular_data():
     return make_tabular_frame(400)
 

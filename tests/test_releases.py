@@ -35,16 +35,6 @@ def _private_cache(tmp_path, monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def tiny_model():
-    import keras
-
-    keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
-    model.compile("sgd", loss="mse")
-    return model
-
-
-@pytest.fixture(scope="module")
 def released_root(tmp_path_factory, tiny_model):
     """A root holding versions 1.0.0, 1.2.0 and 2.0.0 of a tiny model (no input example)."""
     root = tmp_path_factory.mktemp("releases") / "churn"

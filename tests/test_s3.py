@@ -130,16 +130,6 @@ def _private_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("KERAS_BUNDLE_CACHE", str(tmp_path / "cache"))
 
 
-@pytest.fixture(scope="module")
-def tiny_model():
-    import keras
-
-    keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
-    model.compile("sgd", loss="mse")
-    return model
-
-
 def _churn(tabular_parts, tabular_data, **kwargs) -> Bundle:
     """An unsaved tabular bundle: the same model and steps as the `tabular_bundle` fixture."""
     preprocess, labels, model = tabular_parts

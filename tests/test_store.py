@@ -29,16 +29,6 @@ from bundle.store import (
 
 
 @pytest.fixture(scope="module")
-def tiny_model():
-    import keras
-
-    keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
-    model.compile("sgd", loss="mse")
-    return model
-
-
-@pytest.fixture(scope="module")
 def semver_root(tmp_path_factory, tiny_model):
     """A root with versions saved out of order: 1.10.0, 1.2.0, 1.9.0."""
     root = tmp_path_factory.mktemp("semver") / "model"
