@@ -6,7 +6,9 @@ Example:
     >>> Bundle.load("models/churn").predict(rows)
 """
 
+from . import export as _export  # noqa: F401  (registers Bundle.export's formats)
 from ._version import __version__
+from .contract import InputSchema
 from .core import Bundle
 from .errors import (
     BundleError,
@@ -23,11 +25,10 @@ from .errors import (
     UnsupportedFormatError,
     VersionExistsError,
 )
-from .locations import VersionInfo
-from .manifest import FORMAT_VERSION, Manifest
+from .format.manifest import FORMAT_VERSION, Manifest
+from .format.verification import Check, VerifyReport
 from .releases import archive, list_versions, tag, verify
-from .schema import InputSchema
-from .verification import Check, VerifyReport
+from .storage import VersionInfo
 
 __all__ = [
     "FORMAT_VERSION",

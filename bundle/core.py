@@ -17,30 +17,46 @@ from typing import Any
 
 import numpy as np
 
-from . import golden, store
-from .custom_objects import discover, load_custom_objects, save_custom_objects
+from .contract import InputSchema, infer_schema, schema_from_hints
 from .engine import Engine, n_rows
-from .environment import capture_environment, requirements_text, warn_on_mismatch
-from .errors import BundleError, SchemaError
-from .integrity import check_trust, file_table, hash_file, verify_files
-from .locations import fetch, open_root
-from .manifest import (
+from .errors import BundleError, SchemaError, UnsupportedFormatError
+from .format import golden
+from .format.environment import capture_environment, requirements_text, warn_on_mismatch
+from .format.integrity import file_table, hash_file, verify_files
+from .format.layout import (
     CUSTOM_OBJECTS_DIR,
+    EXAMPLE_DIR,
     MODEL_CARD_FILE,
     MODEL_FILE,
     REQUIREMENTS_FILE,
-    Manifest,
-    read_manifest,
-    write_manifest,
 )
-from .schema import InputSchema, infer_schema, schema_from_hints
+from .format.manifest import Manifest, read_manifest, write_manifest
+from .format.trust import check_trust, trust_parts
+from .format.verification import (
+    Check,
+    VerifyReport,
+    compare_outputs,
+    environment_check,
+    files_check,
+)
+from .model.custom_objects import discover, load_custom_objects, save_custom_objects
 from .steps import load_step, postprocess_mode, save_step
 from .steps.rules import input_rules
-from .verification import Check, VerifyReport, compare_outputs, environment_check, files_check
+from .storage import fetch, open_root
+from .storage import local as store
 
 _EMPTY = object()
 
-__all__ = ["Bundle"]
+EXPORTERS: dict[str, Callable[..., Path]] = {}
+"""Export format -> exporter. The export edge registers itself (`register_exporter`), so the
+orchestrator never imports it."""
+
+__all__ = ["EXPORTERS", "Bundle", "register_exporter"]
+
+
+def register_exporter(format: str, exporter: Callable[..., Path]) -> None:
+    """Make ``Bundle.export(out, format=format, ...)`` call ``exporter(bundle, out, ...)``."""
+    EXPORTERS[format] = exporter
 
 
 class Bundle:
@@ -233,17 +249,17 @@ class Bundle:
         example = golden.head(self._example)
         relative_input = golden.write_example(example, directory)
         scores = self.predict(example, postprocess=False)
-        scores_path = directory / golden.EXAMPLE_DIR / "scores.npy"
+        scores_path = directory / EXAMPLE_DIR / "scores.npy"
         golden.write_outputs(scores, scores_path)
         predictions_relative = None
         if self._postprocess:
-            predictions_path = directory / golden.EXAMPLE_DIR / "predictions.npy"
+            predictions_path = directory / EXAMPLE_DIR / "predictions.npy"
             if golden.write_outputs(self._get_engine().postprocess(scores), predictions_path):
-                predictions_relative = f"{golden.EXAMPLE_DIR}/predictions.npy"
+                predictions_relative = f"{EXAMPLE_DIR}/predictions.npy"
         scores_file = "scores.npz" if isinstance(scores, Mapping) else "scores.npy"
         return {
             "input": relative_input,
-            "scores": f"{golden.EXAMPLE_DIR}/{scores_file}",
+            "scores": f"{EXAMPLE_DIR}/{scores_file}",
             "predictions": predictions_relative,
             "rows": n_rows(example),
             "rtol": golden.DEFAULT_RTOL,
@@ -282,7 +298,7 @@ class Bundle:
         path = fetch(location, version, **storage_options)
         manifest = read_manifest(path)
         verify_files(path, manifest.files, label=manifest.label)
-        check_trust(_trust_parts(manifest), trusted=trusted, label=manifest.label)
+        check_trust(trust_parts(manifest), trusted=trusted, label=manifest.label)
         warn_on_mismatch(manifest.environment, label=manifest.label.capitalize())
         return cls._construct(path, manifest, trusted=trusted, precision=precision)
 
@@ -435,17 +451,16 @@ class Bundle:
             missing_token: the string that stands for a missing value in text columns.
             overwrite: replace an existing `out`.
         """
-        if format != "saved_model":
-            from .errors import UnsupportedFormatError
-
+        exporter = EXPORTERS.get(format)
+        if exporter is None:
+            known = sorted(EXPORTERS)
             raise UnsupportedFormatError(
-                f"Unknown export format {format!r}; supported: 'saved_model'.",
+                f"Unknown export format {format!r}; supported: "
+                f"{', '.join(map(repr, known)) or 'none (import bundle.export)'}.",
                 found=format,
-                supported=["saved_model"],
+                supported=known,
             )
-        from .export import export_saved_model
-
-        return export_saved_model(self, out, missing_token=missing_token, overwrite=overwrite)
+        return exporter(self, out, missing_token=missing_token, overwrite=overwrite)
 
     def predict_batches(
         self, chunks: Iterable[Any], *, postprocess: bool = True, strict: bool = False
@@ -493,7 +508,7 @@ class Bundle:
         Returns:
             The number of rows scored.
         """
-        from . import tabular_io
+        from .fileio import tabular as tabular_io
 
         in_fmt = tabular_io.file_format(src, input_format)
         out_fmt = tabular_io.file_format(dst, output_format)
@@ -707,19 +722,7 @@ def _has_lambda_layers(model: Any) -> bool:
     return any(type(layer).__name__ == "Lambda" for layer in layers)
 
 
-def _trust_parts(manifest: Manifest) -> list[dict[str, Any]]:
-    model = manifest.model
-    model_part = {
-        "file": model["file"],
-        "serializer": "keras",
-        "executes_code": model["executes_code"],
-        "class": "a Keras model with Lambda layers (Python code stored in the file)",
-        "imports": [],
-    }
-    return [model_part, *manifest.preprocess, *manifest.postprocess, *manifest.custom_objects]
-
-
 def _model_card(manifest: Manifest, schema: InputSchema | None) -> str:
-    from .card import render_model_card
+    from .format.card import render_model_card
 
     return render_model_card(manifest, schema)

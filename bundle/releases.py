@@ -10,11 +10,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .archiving import write_archive
 from .errors import BundleError, IntegrityError
-from .locations import VersionInfo, fetch, is_url, open_root
-from .manifest import Manifest, read_manifest
-from .verification import Check, VerifyReport, files_check
+from .format.manifest import Manifest, read_manifest
+from .format.verification import Check, VerifyReport, files_check
+from .storage import VersionInfo, fetch, is_url, open_root, write_archive
 
 __all__ = ["archive", "list_versions", "tag", "verify"]
 
@@ -77,7 +76,7 @@ def list_versions(root: str | Path, **storage_options: Any) -> list[VersionInfo]
 
 
 def _manifest_of(target: Any, version: str) -> Manifest:
-    from .manifest import parse_manifest
+    from .format.manifest import parse_manifest
 
     return parse_manifest(target.read_manifest_text(version), source=f"{version}/manifest.json")
 

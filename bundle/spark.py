@@ -62,15 +62,14 @@ from typing import Any
 import numpy as np
 
 from bundle import Bundle, BundleError, SchemaError
-from bundle.integrity import hash_file
-from bundle.locations import is_url, open_root, split_alias
+from bundle.format import hash_file
+from bundle.storage import is_archive_name, is_url, open_root, split_alias
 
 __all__ = ["DEFAULT_BATCH_SIZE", "LABEL_COLUMN", "load_counter", "predict_udf", "score"]
 
 DEFAULT_BATCH_SIZE = 10_000  # rows per model call in `score` (Arrow's default batch too)
 LABEL_COLUMN = "prediction"
 RESULTS = ("labels", "scores")
-_ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".zip")
 
 # One bundle per (location, version, trusted, archive sha256) per Python process: a Spark
 # Python worker serves many tasks, and loading (TensorFlow, model build, trace) takes seconds.
@@ -279,13 +278,13 @@ def _prepare_source(
     text = str(path_or_url)
     root_text, alias = split_alias(text)
     shipped = digest = None
-    if _is_archive(root_text) and not is_url(root_text):
+    if is_archive_name(root_text) and not is_url(root_text):
         local = Path(root_text[len("file://") :] if root_text.startswith("file://") else root_text)
         if local.is_file():  # else Bundle.load says what is missing
             shipped, digest = _ship(spark.sparkContext, local.resolve())
     options = dict(storage_options)
     loaded = _cached(_Source(text, version, trusted, digest=digest, storage_options=options))
-    if _is_archive(root_text):
+    if is_archive_name(root_text):
         pinned = None
     elif version is not None or alias is not None:
         pinned = loaded.manifest.version
@@ -319,10 +318,6 @@ def _ship(context: Any, archive: Path) -> tuple[str, str]:
             context.addFile(str(archive))
             _SHIPPED[key] = (str(archive), digest)
     return archive.name, digest
-
-
-def _is_archive(text: str) -> bool:
-    return text.lower().endswith(_ARCHIVE_SUFFIXES)
 
 
 def _cached(source: _Source, loads: Any = None) -> Bundle:

@@ -1,4 +1,4 @@
-"""Tests for bundle.archiving: reproducible writes, round trips, and refusal of unsafe archives.
+"""bundle.storage.archives: reproducible writes, round trips, refusal of unsafe archives.
 
 Malicious archives are built here byte by byte with tarfile, zipfile and struct, and every
 refusal checks that nothing was written anywhere under the test's folder.
@@ -27,8 +27,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import bundle.archiving
-from bundle.archiving import (
+import bundle.storage.archives
+from bundle.errors import BundleError, IntegrityError, UnsafeArchiveError, UnsupportedFormatError
+from bundle.storage.archives import (
     ARCHIVE_SUFFIXES,
     DEFAULT_MAX_BYTES,
     DEFAULT_MAX_MEMBERS,
@@ -37,7 +38,6 @@ from bundle.archiving import (
     is_archive_name,
     write_archive,
 )
-from bundle.errors import BundleError, IntegrityError, UnsafeArchiveError, UnsupportedFormatError
 
 FORMATS = ["tar.gz", "zip"]
 LONG_NAME = "long/" + "x" * 120 + ".txt"  # over tar's 100-character name field: a pax header
@@ -270,12 +270,12 @@ CHILD = """
 import resource, signal, sys, types
 from pathlib import Path
 
-# Import bundle.archiving alone: the package's __init__ pulls in Keras, and this only needs
+# Import bundle.storage.archives alone: the package's __init__ pulls in Keras, and this only needs
 # the archive module.
 package = types.ModuleType("bundle")
 package.__path__ = [sys.argv[1]]
 sys.modules["bundle"] = package
-from bundle.archiving import write_archive
+from bundle.storage.archives import write_archive
 
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN if sys.argv[4] == "ignore" else signal.SIG_DFL)
 resource.setrlimit(resource.RLIMIT_FSIZE, (65536, 65536))
@@ -285,7 +285,7 @@ write_archive(Path(sys.argv[2]), Path(sys.argv[3]), root_name="churn")
 
 def write_with_file_size_limit(src: Path, dest: Path, on_limit: str) -> subprocess.CompletedProcess:
     """Run write_archive in a child that may write at most 64 KiB per file."""
-    package_dir = str(Path(bundle.archiving.__file__).parent)
+    package_dir = str(Path(bundle.storage.archives.__file__).parent.parent)
     return subprocess.run(
         [sys.executable, "-c", CHILD, package_dir, str(src), str(dest), on_limit],
         capture_output=True,

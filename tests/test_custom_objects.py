@@ -13,13 +13,13 @@ import pytest
 from conftest import run_python
 
 from bundle import Bundle, BundleError, UnsafeLoadError
-from bundle.custom_objects import (
+from bundle.format.pickling import is_installed_module
+from bundle.model.custom_objects import (
     _importable,
     discover,
     load_custom_objects,
     save_custom_objects,
 )
-from bundle.pickling import is_installed_module
 
 ATOL = 1e-6
 

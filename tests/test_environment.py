@@ -12,7 +12,7 @@ import warnings
 import pytest
 
 from bundle import Bundle, BundleWarning, EnvironmentMismatchWarning
-from bundle.environment import capture_environment, requirements_text, warn_on_mismatch
+from bundle.format.environment import capture_environment, requirements_text, warn_on_mismatch
 
 PINNED = {
     "tensorflow": ("tensorflow", "tensorflow-cpu", "tensorflow-macos", "tensorflow-intel"),

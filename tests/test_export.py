@@ -759,7 +759,7 @@ def test_mapped_ufuncs_match_numpy():
     import scipy.special
     import tensorflow as tf
 
-    from bundle.export import _apply_ufunc, _ufunc_table
+    from bundle.export.saved_model import _apply_ufunc, _ufunc_table
 
     special = [np.nan, np.inf, -np.inf, 0.0, -0.0, 0.5, -0.5, 1.0, -1.0, 2.5, -3.5, 1e-300, 7e2]
     for func in _ufunc_table():
@@ -786,7 +786,7 @@ def test_mapped_ufuncs_match_numpy():
 def test_argmax_matches_numpy_on_ties_and_nan():
     import tensorflow as tf
 
-    from bundle.export import _first_argmax
+    from bundle.export.saved_model import _first_argmax
 
     scores = np.array(
         [[1, 1, 1], [np.nan, 2, 2], [1, np.nan, 3], [-np.inf] * 3, [0, 5, 5], [np.nan] * 3],
@@ -799,7 +799,7 @@ def _replay(step, x):
     """Run `step`'s TensorFlow form eagerly on array `x` (float64 output, like predict)."""
     import tensorflow as tf
 
-    from bundle.export import _Build, _compile, _Ctx, _Frame
+    from bundle.export.saved_model import _Build, _compile, _Ctx, _Frame
 
     build = _Build(missing_token="")
     node = _compile(step, _Ctx(build, type(step).__name__, x.shape[1], None))
@@ -916,7 +916,7 @@ def test_each_postprocess_form_matches_scikit_learn():
         StandardScaler,
     )
 
-    from bundle.export import _Build, _post_forms
+    from bundle.export.saved_model import _Build, _post_forms
 
     rng = np.random.default_rng(SEED)
     y = rng.normal(10, 5, (100, 2))

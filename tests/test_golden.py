@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from bundle import Bundle, EnvironmentMismatchWarning
-from bundle.golden import read_example, read_outputs
+from bundle.format.golden import read_example, read_outputs
 
 DATA = Path(__file__).parent / "data"
 GOLDEN = sorted(DATA.glob("golden-v*/*"))
@@ -43,7 +43,7 @@ def test_golden_bundle_loads_and_replays_its_outputs(path):
 
 
 def test_there_is_a_golden_bundle_for_the_current_format():
-    from bundle.manifest import FORMAT_VERSION
+    from bundle.format.manifest import FORMAT_VERSION
 
     assert (DATA / f"golden-v{FORMAT_VERSION}").is_dir(), (
         f"Format version {FORMAT_VERSION} has no golden bundle: save one under "

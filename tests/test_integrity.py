@@ -12,15 +12,8 @@ import numpy as np
 import pytest
 
 from bundle import Bundle, IntegrityError, UnsafeLoadError
-from bundle.integrity import (
-    CHUNK_SIZE,
-    check_trust,
-    executes_code,
-    file_table,
-    hash_file,
-    list_files,
-    verify_files,
-)
+from bundle.format.integrity import CHUNK_SIZE, file_table, hash_file, list_files, verify_files
+from bundle.format.trust import check_trust, executes_code
 
 
 class UnpickleMarker:

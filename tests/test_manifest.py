@@ -15,15 +15,10 @@ import pytest
 
 import bundle
 from bundle import FORMAT_VERSION, Bundle, BundleError, Manifest, UnsupportedFormatError
-from bundle.integrity import hash_file
-from bundle.manifest import (
-    FORMAT_NAME,
-    MANIFEST_FILE,
-    ManifestError,
-    parse_manifest,
-    read_manifest,
-    write_manifest,
-)
+from bundle.errors import ManifestError
+from bundle.format.integrity import hash_file
+from bundle.format.layout import MANIFEST_FILE
+from bundle.format.manifest import FORMAT_NAME, parse_manifest, read_manifest, write_manifest
 
 SCHEMA_PATH = Path(bundle.__file__).resolve().parent / "schemas" / "manifest.schema.json"
 ENVIRONMENT_KEYS = {

@@ -42,33 +42,27 @@ PUBLIC = [
     "verify",
 ]
 
-# A module may import modules of its own rank or lower, never higher. `steps` covers the
-# package and every submodule. `__init__` (the public surface) sits above everything.
+# A package (or top-level module) may import packages of its own rank or lower, never
+# higher; every module inside a package has the package's rank. `__init__` (the public
+# surface) sits above the core and below the edges, which may use it.
 RANKS = {
     "errors": 0,
-    "schema": 1,
-    "integrity": 1,
-    "pickling": 1,
-    "environment": 1,
-    "archiving": 1,
-    "golden": 1,
-    "tabular_io": 1,
-    "manifest": 2,
-    "steps": 2,
-    "custom_objects": 2,
-    "model": 3,
-    "engine": 3,
-    "store": 3,
-    "card": 3,
-    "locations": 3,
-    "verification": 3,
-    "core": 4,
+    "format": 1,  # the on-disk format: layout, manifest, hashes, trust, environment, golden
+    "contract": 1,  # the input contract
+    "fileio": 1,  # prediction files read and written in batches
+    "steps": 2,  # scikit-learn steps: storage, replay, rules
+    "model": 2,  # Keras: save/load, signature, custom objects, the compiled forward pass
+    "storage": 2,  # where bundles live: roots, object storage, archives, locating
+    "engine": 3,  # the predict path
+    "core": 4,  # `Bundle`
     "releases": 4,
-    "cli": 5,
-    "_batching": 5,
-    "serve": 5,
-    "spark": 5,
-    "export": 4,
+    # Edges, above the public surface (rank 5): each goes through the public API or the
+    # named interface of a lower package.
+    "export": 6,
+    "serve": 6,
+    "_batching": 6,
+    "spark": 6,
+    "cli": 6,
 }
 EXEMPT = {"__init__", "_version"}
 PUBLIC_SURFACE_RANK = 5
@@ -185,7 +179,7 @@ def _module_name(path: Path) -> str:
 
 
 def _rank_key(module: str) -> str:
-    """``steps.native`` -> ``steps``; ``core`` -> ``core``."""
+    """``steps.native`` -> ``steps``; ``format.manifest`` -> ``format``; ``core`` -> ``core``."""
     return module.split(".")[0]
 
 
@@ -271,15 +265,65 @@ def test_imports_flow_downhill():
     assert not problems, "\n".join(problems)
 
 
+def private_imports(source: str, module: str) -> list[str]:
+    """Underscore names one package imports from another package's modules."""
+    found = []
+    own_key = _rank_key(module)
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, ast.ImportFrom):
+            continue
+        targets = imported_modules(ast.unparse(node), module)
+        if not targets:
+            continue
+        target = targets[0][1]
+        if _rank_key(target) == own_key:
+            continue
+        for alias in node.names:
+            if alias.name.startswith("_") and not alias.name.startswith("__"):
+                found.append(f"{module}:{node.lineno} imports {target}.{alias.name}")
+    return found
+
+
+def test_no_package_imports_another_packages_private_names():
+    problems = []
+    for path in _package_modules():
+        module = _module_name(path)
+        if _rank_key(module) in RANKS:
+            problems += private_imports(path.read_text(encoding="utf-8"), module)
+    assert not problems, "\n".join(problems)
+
+
+def test_private_import_checker_catches_a_private_helper():
+    source = "def f():\n    from ..steps.fast import _helper\n"
+    assert private_imports(source, "export.saved_model") == [
+        "export.saved_model:2 imports steps.fast._helper"
+    ]
+    assert private_imports("from .frames import _Frame\n", "export.saved_model") == []
+
+
+def test_core_does_not_import_the_export_edge():
+    source = (PACKAGE / "core.py").read_text(encoding="utf-8")
+    assert not [t for _, t in imported_modules(source, "core") if _rank_key(t) == "export"]
+
+
 @pytest.mark.parametrize(
     ("module", "source", "expected"),
     [
-        ("errors", "from .store import publish\n", "errors:1 (rank 0) imports store (rank 3)"),
-        ("manifest", "def f():\n    from . import core\n", "manifest:2 (rank 2) imports core"),
-        ("steps.native", "from ..model import x\n", "steps.native:1 (rank 2) imports model"),
-        ("store", "import bundle.core\n", "store:1 (rank 3) imports core (rank 4)"),
+        ("errors", "from .storage import fetch\n", "errors:1 (rank 0) imports storage (rank 2)"),
+        (
+            "format.manifest",
+            "def f():\n    from .. import core\n",
+            "format.manifest:2 (rank 1) imports core",
+        ),
+        ("steps.native", "from ..engine import x\n", "steps.native:1 (rank 2) imports engine"),
+        ("storage.local", "import bundle.core\n", "storage.local:1 (rank 2) imports core (rank 4)"),
         ("core", "from bundle import Bundle\n", "core:1 (rank 4) imports __init__ (rank 5)"),
-        ("integrity", "from .nowhere import x\n", "integrity:1 imports nowhere, which has no"),
+        ("core", "from .export import x\n", "core:1 (rank 4) imports export (rank 6)"),
+        (
+            "format.integrity",
+            "from ..nowhere import x\n",
+            "format.integrity:1 imports nowhere, which has no",
+        ),
     ],
 )
 def test_rank_checker_catches_uphill_imports(module, source, expected):
@@ -291,12 +335,12 @@ def test_rank_checker_catches_uphill_imports(module, source, expected):
 @pytest.mark.parametrize(
     ("module", "source"),
     [
-        ("store", "from .manifest import MANIFEST_FILE\nfrom .errors import BundleError\n"),
+        ("storage.local", "from ..format.layout import X\nfrom ..errors import BundleError\n"),
         ("steps.__init__", "from . import native\nfrom .fast import compile_replay\n"),
         ("steps.native", "from ..errors import bullet_list\n"),
-        ("core", "from . import golden, store\nfrom .steps.rules import input_rules\n"),
-        ("manifest", "def f():\n    from ._version import __version__\n"),
-        ("cli", "from bundle import Bundle\nfrom .store import resolve\n"),
+        ("core", "from .format import golden\nfrom .steps.rules import input_rules\n"),
+        ("format.manifest", "def f():\n    from .._version import __version__\n"),
+        ("cli.app", "from bundle import Bundle\nfrom ..storage import fetch\n"),
     ],
 )
 def test_rank_checker_allows_downhill_and_level_imports(module, source):
@@ -309,10 +353,9 @@ def test_light_modules_import_without_keras_or_tensorflow():
         import sys
         sys.modules["keras"] = None
         sys.modules["tensorflow"] = None
-        import bundle.manifest, bundle.integrity, bundle.store
-        from bundle.manifest import read_manifest
-        from bundle.integrity import verify_files
-        from bundle.store import resolve
+        import bundle.format, bundle.storage, bundle.contract, bundle.cli
+        from bundle.format import read_manifest, verify_files
+        from bundle.storage import fetch
         print("ok", sorted(m for m in sys.modules if m.split(".")[0] in ("keras", "tensorflow")
                            and sys.modules[m] is not None))
         """

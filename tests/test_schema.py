@@ -1,4 +1,4 @@
-"""Tests for bundle/schema.py: infer the input contract, validate and coerce raw input."""
+"""Tests for bundle/contract/: infer the input contract, validate and coerce raw input."""
 
 from __future__ import annotations
 
@@ -17,8 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bundle.errors import ExtraColumnsWarning, SchemaError
-from bundle.schema import (
+from bundle.contract import (
     MAX_CATEGORIES,
     ArraySchema,
     InputSchema,
@@ -27,6 +26,7 @@ from bundle.schema import (
     infer_schema,
     schema_from_hints,
 )
+from bundle.errors import ExtraColumnsWarning, SchemaError
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -761,7 +761,7 @@ def test_import_does_not_need_keras_or_tensorflow():
         import sys
         sys.modules["keras"] = None
         sys.modules["tensorflow"] = None
-        import bundle.schema
+        import bundle.contract
         assert "keras" not in {name.split(".")[0] for name in sys.modules if sys.modules[name]}
         """
     )
@@ -771,11 +771,15 @@ def test_import_does_not_need_keras_or_tensorflow():
     assert result.returncode == 0, result.stderr
 
 
-def test_schema_module_imports_only_numpy_pandas_and_errors():
-    source = (REPO / "bundle" / "schema.py").read_text()
-    imports = set(re.findall(r"^(?:from|import) ([\w.]+)", source, re.MULTILINE))
-    third_party = {name.split(".")[0] for name in imports} - set(sys.stdlib_module_names)
-    assert third_party <= {"numpy", "pandas", "bundle"} and "bundle.errors" in imports
+def test_contract_imports_only_numpy_pandas_and_errors():
+    imports: set[str] = set()
+    for path in (REPO / "bundle" / "contract").glob("*.py"):
+        found = re.findall(r"^(?:from|import) ([\w.]+)", path.read_text(), re.MULTILINE)
+        imports |= set(found)
+    absolute = {name.split(".")[0] for name in imports if not name.startswith(".")}
+    assert absolute - set(sys.stdlib_module_names) <= {"numpy", "pandas"}
+    siblings = {f".{path.stem}" for path in (REPO / "bundle" / "contract").glob("*.py")}
+    assert {name for name in imports if name.startswith(".")} <= {"..errors", *siblings}
 
 
 # --------------------------------------------------------------------------- properties

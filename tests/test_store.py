@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from bundle import Bundle, BundleNotFoundError, VersionExistsError
-from bundle.integrity import file_table
-from bundle.store import (
+from bundle.format.integrity import file_table
+from bundle.storage.local import (
     check_version_name,
     list_versions,
     next_version,

@@ -10,7 +10,7 @@ import pytest
 from conftest import run_python
 
 from bundle import Bundle, UnsafeLoadError
-from bundle.integrity import hash_file
+from bundle.format.integrity import hash_file
 
 
 def _rehash(version_dir, relative):

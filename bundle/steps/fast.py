@@ -54,7 +54,14 @@ from sklearn.preprocessing import (
 
 from ..errors import SchemaError, bullet_list
 
-__all__ = ["FAST_CLASSES", "compile_replay"]
+__all__ = [
+    "FAST_CLASSES",
+    "compile_replay",
+    "imputer_statistics",
+    "one_hot_columns",
+    "ordinal_values",
+    "polynomial_plan",
+]
 
 MAX_SHOWN = 5
 FLOATS = (np.dtype(np.float64), np.dtype(np.float32))
@@ -340,7 +347,7 @@ def _refuse_not_finite(bad: np.ndarray, context: _Context, why: str, *, j: int =
     )
 
 
-def _imputer_statistics(obj: SimpleImputer, n_in: int) -> tuple[np.ndarray, np.ndarray]:
+def imputer_statistics(obj: SimpleImputer, n_in: int) -> tuple[np.ndarray, np.ndarray]:
     """The kept input columns and their fill values (all-missing columns are dropped)."""
     stats = obj.statistics_
     if obj.keep_empty_features:
@@ -353,7 +360,7 @@ def _simple_imputer(obj: SimpleImputer, context: _Context) -> _Node:
     missing = obj.missing_values
     if not (missing is None or isinstance(missing, (numbers.Number, str))):
         raise _NoFastForm  # pandas.NA and other sentinels: let scikit-learn handle them
-    keep, fill = _imputer_statistics(obj, context.n_in)
+    keep, fill = imputer_statistics(obj, context.n_in)
     flagged = obj.indicator_.features_ if obj.add_indicator else None
     n_out = keep.size + (0 if flagged is None else flagged.size)
     check = None if _is_scalar_nan(missing) else "the imputer treats another value as missing."
@@ -491,7 +498,7 @@ def _infrequent(encoder: Any, j: int) -> tuple[np.ndarray | None, np.ndarray | N
     return encoder._default_to_infrequent_mappings[j], encoder._infrequent_indices[j]
 
 
-def _one_hot_columns(obj: OneHotEncoder, j: int, offset: int) -> np.ndarray:
+def one_hot_columns(obj: OneHotEncoder, j: int, offset: int) -> np.ndarray:
     """Output column of each category of feature `j` (last entry: unseen), -1 for none."""
     mapping, infrequent = _infrequent(obj, j)
     grouped = np.arange(len(obj.categories_[j])) if mapping is None else np.asarray(mapping)
@@ -522,7 +529,7 @@ def _one_hot_warning(obj: OneHotEncoder) -> str | None:
 def _one_hot_encoder(obj: OneHotEncoder, context: _Context) -> _Node:
     lookups = [_Lookup(cats) for cats in obj.categories_]
     offsets = np.cumsum([0, *obj._n_features_outs])
-    tables = [_one_hot_columns(obj, j, int(offsets[j])) for j in range(len(lookups))]
+    tables = [one_hot_columns(obj, j, int(offsets[j])) for j in range(len(lookups))]
     width, warning = int(offsets[-1]), _one_hot_warning(obj)
 
     def run(frame: _Frame) -> Value:
@@ -540,7 +547,7 @@ def _one_hot_encoder(obj: OneHotEncoder, context: _Context) -> _Node:
     return _Node(run, width)
 
 
-def _ordinal_values(obj: OrdinalEncoder, j: int) -> np.ndarray:
+def ordinal_values(obj: OrdinalEncoder, j: int) -> np.ndarray:
     """Encoded value of each category of feature `j` (last entry: unseen)."""
     mapping, _ = _infrequent(obj, j)
     missing = obj._missing_indices.get(j)
@@ -554,7 +561,7 @@ def _ordinal_values(obj: OrdinalEncoder, j: int) -> np.ndarray:
 
 def _ordinal_encoder(obj: OrdinalEncoder, context: _Context) -> _Node:
     lookups = [_Lookup(cats) for cats in obj.categories_]
-    tables = [_ordinal_values(obj, j) for j in range(len(lookups))]
+    tables = [ordinal_values(obj, j) for j in range(len(lookups))]
 
     def run(frame: _Frame) -> Value:
         out = np.empty((frame.n_rows, len(tables)), dtype=obj.dtype)
@@ -586,7 +593,7 @@ def _kbins_discretizer(obj: KBinsDiscretizer, context: _Context) -> _Node:
     return _Node(run, int(offsets[-1]) if one_hot else context.n_in)
 
 
-def _polynomial_plan(obj: PolynomialFeatures, n_features: int) -> list[tuple[int, ...]]:
+def polynomial_plan(obj: PolynomialFeatures, n_features: int) -> list[tuple[int, ...]]:
     """scikit-learn's column bookkeeping, run once: (start, end, feature, out_start, out_end)."""
     current = 1 if obj.include_bias else 0
     index = [*range(current, current + n_features), current + n_features]
@@ -611,7 +618,7 @@ def _polynomial_plan(obj: PolynomialFeatures, n_features: int) -> list[tuple[int
 
 def _polynomial_features(obj: PolynomialFeatures, context: _Context) -> _Node:
     n_features, bias = context.n_in, int(obj.include_bias)
-    plan = _polynomial_plan(obj, n_features)
+    plan = polynomial_plan(obj, n_features)
     n_full, n_out = obj._n_out_full, obj.n_output_features_
 
     def expand(x: np.ndarray) -> np.ndarray:

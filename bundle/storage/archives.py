@@ -33,13 +33,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, NamedTuple, Protocol
 
-from .errors import (
+from ..errors import (
     BundleError,
     IntegrityError,
     UnsafeArchiveError,
     UnsupportedFormatError,
     bullet_list,
 )
+from ..format.layout import ARCHIVE_SUFFIXES
+from .durable import atomic_file
 
 __all__ = [
     "ARCHIVE_SUFFIXES",
@@ -52,7 +54,6 @@ __all__ = [
     "write_archive",
 ]
 
-ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".zip")
 FORMATS = ("tar.gz", "zip")
 
 DEFAULT_MAX_BYTES = 8 * 2**30
@@ -189,7 +190,7 @@ def write_archive(
     entries = _collect(src_dir)
     writer = _WRITERS[fmt]
     if isinstance(dest, (str, os.PathLike)):
-        with _atomic_file(Path(dest)) as out:
+        with atomic_file(Path(dest)) as out:
             writer(out, root_name, entries)
     else:
         writer(dest, root_name, entries)
@@ -447,35 +448,6 @@ def _mode_kind(mode: int, path: str | None = None) -> str:
     if file_type == stat.S_IFLNK and path is not None:
         return f"a symbolic link to {os.readlink(path)!r}"
     return _SPECIAL_MODES.get(file_type, f"a special file (mode {mode:o})")
-
-
-@contextmanager
-def _atomic_file(dest: Path) -> Iterator[BinaryIO]:
-    """Yield a temp file beside `dest`, renamed to `dest` only once complete and on disk."""
-    tmp = dest.with_name(f".{dest.name}.{os.urandom(4).hex()}.tmp")
-    # os.open honours the umask, where mkstemp would make a release archive private (0o600).
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    try:
-        with open(fd, "wb") as out:
-            yield out
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, dest)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(dest.parent)
-
-
-def _fsync_dir(path: Path) -> None:
-    """Make a rename in `path` durable (POSIX; Windows cannot open a folder this way)."""
-    if os.name != "posix":
-        return
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _write_tar_gz(out: BinaryIO, root: str, entries: Sequence[_Entry]) -> None:

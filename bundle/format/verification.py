@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import IntegrityError
 from .environment import capture_environment
-from .errors import IntegrityError
 from .integrity import verify_files
 from .manifest import Manifest
 

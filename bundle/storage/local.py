@@ -19,11 +19,10 @@ from pathlib import Path
 
 from packaging.version import InvalidVersion, Version
 
-from .errors import BundleNotFoundError, VersionExistsError, bullet_list
-from .manifest import MANIFEST_FILE
+from ..errors import BundleNotFoundError, VersionExistsError, bullet_list
+from ..format.layout import MANIFEST_FILE, STAGING_PREFIX, TRASH_PREFIX
+from .durable import fsync_dir, fsync_tree
 
-STAGING_PREFIX = ".staging-"
-TRASH_PREFIX = ".trash-"
 VERSION_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
 
 __all__ = ["is_version_dir", "list_versions", "publish", "resolve", "staging_dir", "version_key"]
@@ -174,12 +173,12 @@ def publish(
         for _attempt in range(1000):
             candidate = next_version(root)
             finalize(staging, candidate)
-            _fsync_tree(staging)
+            fsync_tree(staging)
             if _try_rename(staging, root / candidate):
                 return root / candidate
         raise RuntimeError(f"Could not find a free version number under {root}.")
     finalize(staging, version)
-    _fsync_tree(staging)
+    fsync_tree(staging)
     target = root / version
     if overwrite and is_version_dir(target):
         trash = root / f"{TRASH_PREFIX}{uuid.uuid4().hex}"
@@ -221,25 +220,5 @@ def _try_rename(source: Path, target: Path) -> bool:
         if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
             return False
         raise
-    _fsync_dir(target.parent)
+    fsync_dir(target.parent)
     return True
-
-
-def _fsync_tree(directory: Path) -> None:
-    """Flush every file and directory below `directory` to disk before it is published."""
-    for dirpath, _dirnames, filenames in os.walk(directory):
-        for filename in filenames:
-            fd = os.open(os.path.join(dirpath, filename), os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        _fsync_dir(Path(dirpath))
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -72,8 +72,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import BundleError, UnsupportedFormatError, bullet_list
-from .steps import class_path, postprocess_mode
+from ..errors import BundleError, UnsupportedFormatError, bullet_list
+from ..steps import class_path, postprocess_mode
 
 __all__ = [
     "DEFAULT_MISSING_TOKEN",
@@ -101,7 +101,7 @@ class _NoForm(Exception):
 
 
 def _tf() -> Any:
-    from .model import import_keras
+    from ..model import import_keras
 
     import_keras()  # pyarrow before TensorFlow: see bundle.model.import_keras
     import tensorflow as tf
@@ -556,13 +556,13 @@ def _refuse_nan_text(column: _Text, ctx: _Ctx, j: int, why: str) -> None:
 
 
 def _simple_imputer(obj: Any, ctx: _Ctx) -> _Node:
-    from .steps.fast import _imputer_statistics
+    from ..steps.fast import imputer_statistics
 
     missing = obj.missing_values
     if not (missing is None or isinstance(missing, (numbers.Number, str))):
         ctx.build.problem(ctx.path, f"missing_values={missing!r} has no TensorFlow form")
         return _Node(lambda frame: frame, 0)
-    keep, fill = _imputer_statistics(obj, ctx.n_in)
+    keep, fill = imputer_statistics(obj, ctx.n_in)
     flagged = obj.indicator_.features_ if obj.add_indicator else None
     n_out = keep.size + (0 if flagged is None else flagged.size)
     nan_missing = _is_nan(missing)
@@ -799,11 +799,11 @@ def _gather_unseen_last(table: np.ndarray, codes: Any) -> Any:
 
 
 def _one_hot_encoder(obj: Any, ctx: _Ctx) -> _Node:
-    from .steps.fast import _one_hot_columns
+    from ..steps.fast import one_hot_columns
 
     lookups = [_Lookup(c, ctx, f"feature {ctx.name(j)}") for j, c in enumerate(obj.categories_)]
     widths = [int(n) for n in obj._n_features_outs]
-    tables = [_one_hot_columns(obj, j, 0).astype(np.int64) for j in range(len(lookups))]
+    tables = [one_hot_columns(obj, j, 0).astype(np.int64) for j in range(len(lookups))]
     dtype = np.dtype(obj.dtype)
 
     def run(frame: _Frame) -> _Frame:
@@ -820,10 +820,10 @@ def _one_hot_encoder(obj: Any, ctx: _Ctx) -> _Node:
 
 
 def _ordinal_encoder(obj: Any, ctx: _Ctx) -> _Node:
-    from .steps.fast import _ordinal_values
+    from ..steps.fast import ordinal_values
 
     lookups = [_Lookup(c, ctx, f"feature {ctx.name(j)}") for j, c in enumerate(obj.categories_)]
-    tables = [_ordinal_values(obj, j) for j in range(len(lookups))]
+    tables = [ordinal_values(obj, j) for j in range(len(lookups))]
     dtype = np.dtype(obj.dtype)
 
     def run(frame: _Frame) -> _Frame:
@@ -866,10 +866,10 @@ def _kbins_discretizer(obj: Any, ctx: _Ctx) -> _Node:
 
 
 def _polynomial_features(obj: Any, ctx: _Ctx) -> _Node:
-    from .steps.fast import _polynomial_plan
+    from ..steps.fast import polynomial_plan
 
     n_features, bias = ctx.n_in, int(obj.include_bias)
-    plan = _polynomial_plan(obj, n_features)
+    plan = polynomial_plan(obj, n_features)
     n_full, n_out = obj._n_out_full, obj.n_output_features_
 
     def expand(x: Any, n_rows: Any) -> Any:
@@ -1398,7 +1398,7 @@ def _postprocess_modes(bundle: Any) -> list[str]:
 
 
 def _model_specs(bundle: Any) -> tuple[list[dict], list[dict]]:
-    from .model import model_signature
+    from ..model import model_signature
 
     try:
         return model_signature(bundle.model)

@@ -8,7 +8,7 @@ import sys
 import warnings
 from collections.abc import Mapping
 
-from .errors import EnvironmentMismatchWarning
+from ..errors import EnvironmentMismatchWarning
 
 # Recorded name -> distributions that provide it (the first one installed wins).
 PACKAGES = {

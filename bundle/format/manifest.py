@@ -17,8 +17,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .errors import ManifestError, UnsupportedFormatError
-from .integrity import executes_code
+from ..errors import ManifestError, UnsupportedFormatError
+from .layout import MANIFEST_FILE
+from .trust import executes_code
 
 FORMAT_NAME = "keras-bundle"
 FORMAT_VERSION = 1
@@ -29,14 +30,6 @@ changes meaning, a new part must be understood to predict correctly). Adding a n
 file ``manifest.v<N>.schema.json`` and keeping the readers of every older version at least
 as strict as today is part of the bump; a bundle with a newer version is refused.
 """
-
-MANIFEST_FILE = "manifest.json"
-MODEL_FILE = "model.keras"
-STEPS_DIR = "steps"
-CUSTOM_OBJECTS_DIR = "custom_objects"
-EXAMPLE_DIR = "example"
-REQUIREMENTS_FILE = "requirements.txt"
-MODEL_CARD_FILE = "README.md"
 
 __all__ = [
     "FORMAT_NAME",
@@ -107,7 +100,7 @@ def check_format_version(data: Any, *, source: str) -> None:
         )
     version = data.get("format_version")
     if isinstance(version, int) and version > FORMAT_VERSION:
-        from ._version import __version__
+        from .._version import __version__
 
         raise UnsupportedFormatError(
             f"{source} uses bundle format version {version}, but keras-bundle {__version__} "

@@ -12,7 +12,8 @@ from typing import Any
 
 import numpy as np
 
-EXAMPLE_DIR = "example"
+from .layout import EXAMPLE_DIR
+
 MAX_EXAMPLE_ROWS = 1000
 DEFAULT_RTOL = 1e-5
 DEFAULT_ATOL = 1e-6

@@ -1,13 +1,9 @@
-"""Where bundles live: local roots, fsspec URLs, archives, and aliases.
-
-Every path argument of the public API goes through `open_root` / `fetch`:
+"""A root of versions, on the local disk or behind an fsspec URL: list, resolve, publish, alias.
 
 - a local directory (a version directory, or a root of versions), ``file://`` included;
 - an fsspec URL (``s3://``, ``gs://``, ``memory://``, ...): versions are listed from
   ``<root>/<version>/manifest.json`` objects, published by uploading every file and then
   the manifest last, and downloaded into a local cache to load;
-- an archive (``.tar.gz``, ``.tgz``, ``.zip``, local or URL): extracted safely into the
-  cache, keyed by its sha256;
 - ``<root>@<alias>``: an alias recorded in ``<root>/.aliases/<alias>.json``.
 
 Object stores have no rename, so a remote version is claimed first with a conditional
@@ -30,44 +26,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from . import store
-from .archiving import extract_archive, is_archive_name
-from .errors import BundleError, BundleNotFoundError, VersionExistsError, bullet_list
-from .integrity import hash_file, verify_files
-from .manifest import MANIFEST_FILE, parse_manifest
+from ..errors import BundleError, BundleNotFoundError, VersionExistsError, bullet_list
+from ..format.integrity import verify_files
+from ..format.layout import ALIASES_DIR, CLAIMS_DIR, MANIFEST_FILE
+from ..format.manifest import parse_manifest
+from . import local as store
+from .paths import cache_dir, is_url, local_path
 
-ALIASES_DIR = ".aliases"
-CLAIMS_DIR = ".claims"
-CACHE_ENV = "KERAS_BUNDLE_CACHE"
-
-__all__ = ["Root", "cache_dir", "fetch", "is_url", "open_root", "split_alias"]
-
-
-def cache_dir() -> Path:
-    """Where remote bundles and extracted archives are kept (``$KERAS_BUNDLE_CACHE``)."""
-    default = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "keras-bundle"
-    return Path(os.environ.get(CACHE_ENV, default))
-
-
-def is_url(location: str | Path) -> bool:
-    """True for fsspec URLs other than ``file://`` (those are local paths)."""
-    text = str(location)
-    return "://" in text and not text.startswith("file://")
-
-
-def _local_path(location: str | Path) -> Path:
-    text = str(location)
-    return Path(text[len("file://") :]) if text.startswith("file://") else Path(text)
-
-
-def split_alias(location: str | Path) -> tuple[str, str | None]:
-    """``"models/churn@production"`` -> ``("models/churn", "production")``."""
-    text = str(location)
-    head, _, tail = text.rpartition("/")
-    if "@" in tail:
-        name, _, alias = tail.rpartition("@")
-        return (f"{head}/{name}" if head else name), alias
-    return text, None
+__all__ = ["Root", "VersionInfo", "open_root"]
 
 
 @dataclass(frozen=True)
@@ -95,7 +61,7 @@ class Root:
 
     @property
     def local(self) -> Path:
-        return _local_path(self.location)
+        return local_path(self.location)
 
     def _fresh(self) -> Any:
         """The filesystem, its cached listings dropped: other processes publish here too.
@@ -356,70 +322,11 @@ class Root:
 def open_root(location: str | Path, **storage_options: Any) -> Root:
     """A `Root` for a local path, ``file://`` path or fsspec URL."""
     if not is_url(location):
-        return Root(_local_path(location))
+        return Root(local_path(location))
     import fsspec
 
     fs, path = fsspec.core.url_to_fs(str(location), **storage_options)
     return Root(str(location).rstrip("/"), fs=fs, path=path.rstrip("/"))
-
-
-def fetch(location: str | Path, version: str | None = None, **storage_options: Any) -> Path:
-    """A local version directory for any location form (see the module docstring).
-
-    Raises:
-        BundleNotFoundError: nothing there, or no such version or alias.
-    """
-    text, alias = split_alias(location)
-    if alias is not None:
-        if version is not None and version != alias:
-            raise ValueError(f"Pass either {location!r} or version={version!r}, not both.")
-        version = alias
-    if is_archive_name(text):
-        return _extracted(text, **storage_options)
-    root = open_root(text, **storage_options)
-    if root.is_version():
-        if not root.is_remote:
-            return store.resolve(root.local, version)
-        parent, _, name = root.location.rpartition("/")
-        return open_root(parent, **storage_options).local_copy(name)
-    return root.local_copy(root.resolve(version))
-
-
-def _extracted(location: str, **storage_options: Any) -> Path:
-    """Extract an archive (local or URL) into the cache, once per content hash."""
-    if is_url(location):
-        import fsspec
-
-        with (
-            fsspec.open(location, "rb", **storage_options) as remote,
-            tempfile.NamedTemporaryFile(suffix=Path(location).name, delete=False) as tmp,
-        ):
-            shutil.copyfileobj(remote, tmp, 1 << 20)
-        source = Path(tmp.name)
-    else:
-        source = _local_path(location)
-        if not source.is_file():
-            raise BundleNotFoundError(f"No archive at {location}.", location=location)
-    try:
-        digest = hash_file(source)
-        target = cache_dir() / "archives" / digest
-        if not target.is_dir():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            scratch = Path(tempfile.mkdtemp(prefix=".extract-", dir=target.parent))
-            try:
-                extract_archive(source, scratch)
-                try:
-                    os.rename(scratch, target)
-                except OSError:
-                    if not target.is_dir():
-                        raise
-            finally:
-                shutil.rmtree(scratch, ignore_errors=True)
-        (folder,) = [p for p in target.iterdir() if p.is_dir() and not p.name.startswith(".")]
-        return folder
-    finally:
-        if is_url(location):
-            source.unlink(missing_ok=True)
 
 
 def _now() -> str:

@@ -1,130 +1,18 @@
-"""Keras model save/load, its input/output signature, and the compiled inference function.
-
-This is the only module that imports Keras and TensorFlow, and it does so lazily, so that
-reading or verifying a bundle never pays for them.
-"""
+"""The model's forward pass compiled once: one traced TensorFlow function per input dtype."""
 
 from __future__ import annotations
 
 import contextlib
 import functools
-import importlib
 import logging
-import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .errors import BundleError
+from .keras_io import import_keras
 
-__all__ = ["InferenceFunction", "load_model", "model_signature", "save_model"]
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-
-def import_keras() -> Any:
-    """Import Keras (and TensorFlow), after pyarrow.
-
-    pyarrow and TensorFlow bundle their own copies of native libraries; importing pyarrow's
-    Parquet reader after TensorFlow has crashed processes in several version combinations
-    (apache/arrow#1450, #2637), and bundles read Parquet examples and files.
-    """
-    importlib.import_module("pyarrow.parquet")
-    return importlib.import_module("keras")
-
-
-def save_model(model: Any, path: Path) -> None:
-    """Save `model` in the Keras v3 native format (``.keras``)."""
-    try:
-        model.save(str(path))
-    except Exception as exc:
-        raise BundleError(
-            f"Keras could not save the model: {type(exc).__name__}: {exc}\n"
-            "Subclassed layers and models need a get_config() returning their constructor "
-            "arguments (see keras.io/guides/serialization_and_saving)."
-        ) from exc
-
-
-def load_model(path: Path, custom_objects: Mapping[str, Any], *, safe_mode: bool) -> Any:
-    """Load a ``.keras`` file with the given custom objects, compiled as it was saved."""
-    keras = import_keras()
-    try:
-        return keras.saving.load_model(
-            str(path), custom_objects=dict(custom_objects), compile=True, safe_mode=safe_mode
-        )
-    except ValueError as exc:
-        if "safe_mode" in str(exc) or "lambda" in str(exc).lower():
-            from .errors import UnsafeLoadError
-
-            raise UnsafeLoadError(
-                f"Refusing to load {Path(path).name}: the model contains a Lambda layer whose "
-                "Python code is stored in the file, and deserializing it runs that code.\n"
-                "If you made this bundle or trust its source: Bundle.load(path, trusted=True).",
-                parts=[(Path(path).name, "keras", ["keras.layers.Lambda"])],
-            ) from exc
-        raise BundleError(f"Keras could not load {Path(path).name}: {exc}") from exc
-    except TypeError as exc:
-        raise BundleError(
-            f"Keras could not load {Path(path).name}: {exc}\n"
-            "A custom object is probably missing: pass it with custom_objects= when saving."
-        ) from exc
-
-
-def _tensor_spec(tensor: Any, fallback_name: str) -> dict[str, Any]:
-    name = getattr(tensor, "name", None) or fallback_name
-    shape = [None if dim is None else int(dim) for dim in tensor.shape]
-    return {"name": str(name), "shape": shape, "dtype": str(np.dtype(tensor.dtype).name)}
-
-
-def model_signature(model: Any, sample_input: Any = None) -> tuple[list[dict], list[dict]]:
-    """The model's inputs and outputs as ``[{name, shape, dtype}]``, batch axis ``None``.
-
-    Functional and Sequential models know their signature; a subclassed model is called
-    once on `sample_input` (the preprocessed example) to learn it.
-    """
-    try:
-        inputs, outputs = list(model.inputs), list(model.outputs)
-    except (AttributeError, ValueError):
-        inputs, outputs = [], []
-    if inputs and outputs:
-        output_names = list(getattr(model, "output_names", None) or [])
-        output_specs = [_tensor_spec(t, f"output_{i}") for i, t in enumerate(outputs)]
-        if len(output_names) == len(output_specs):
-            output_specs = [
-                {**spec, "name": name}
-                for spec, name in zip(output_specs, output_names, strict=True)
-            ]
-        return [_tensor_spec(t, f"input_{i}") for i, t in enumerate(inputs)], output_specs
-    if sample_input is None:
-        raise BundleError(
-            "The model is subclassed and not built, so its input signature is unknown.\n"
-            "Pass input_example= (raw training rows) so the bundle can call it once."
-        )
-    return _signature_from_call(model, sample_input)
-
-
-def _signature_from_call(model: Any, sample_input: Any) -> tuple[list[dict], list[dict]]:
-    def spec(name: str, array: Any) -> dict[str, Any]:
-        array = np.asarray(array)
-        return {"name": name, "shape": [None, *array.shape[1:]], "dtype": array.dtype.name}
-
-    if isinstance(sample_input, Mapping):
-        inputs = [spec(name, value) for name, value in sample_input.items()]
-    else:
-        inputs = [spec("input_0", sample_input)]
-    result = model(sample_input, training=False)
-    if isinstance(result, Mapping):
-        outputs = [spec(name, value) for name, value in result.items()]
-    elif isinstance(result, (list, tuple)):
-        outputs = [spec(f"output_{i}", value) for i, value in enumerate(result)]
-    else:
-        outputs = [spec("output_0", result)]
-    return inputs, outputs
-
-
-PRECISIONS = ("float32", "float16", "bfloat16")
+__all__ = ["InferenceFunction"]
 
 
 class _OneTracePerFunction(logging.Filter):
@@ -144,37 +32,6 @@ def _quiet_retracing_warning() -> None:
     logger = logging.getLogger("tensorflow")
     if not any(isinstance(f, _OneTracePerFunction) for f in logger.filters):
         logger.addFilter(_OneTracePerFunction())
-
-
-def reduced_precision(
-    model: Any, precision: str, custom_objects: Mapping[str, Any] | None = None
-) -> Any:
-    """A copy of `model` whose layers compute and hold their weights in `precision`.
-
-    Works for Sequential and functional models (rebuilt layer by layer from their configs
-    with a new dtype policy); inputs are cast by Keras, outputs cast back to float32 by the
-    inference function.
-    """
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}.")
-    keras = import_keras()
-
-    def clone_layer(layer: Any) -> Any:
-        config = layer.get_config()
-        config["dtype"] = precision
-        return layer.__class__.from_config(config)
-
-    try:
-        # Cloning rebuilds the compile config too, which names the custom objects.
-        with keras.saving.custom_object_scope(dict(custom_objects or {})):
-            clone = keras.models.clone_model(model, clone_function=clone_layer)
-    except Exception as exc:
-        raise BundleError(
-            f"Cannot run {type(model).__name__} in {precision}: {exc}\n"
-            "Reduced precision needs a Sequential or functional model."
-        ) from exc
-    clone.set_weights(model.get_weights())
-    return clone
 
 
 @contextlib.contextmanager

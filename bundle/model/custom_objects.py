@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import BundleError
-from .pickling import dumps_by_value, is_installed_module, pickle_globals
+from ..errors import BundleError
+from ..format.pickling import dumps_by_value, is_installed_module, pickle_globals
 
 # Objects from these top-level packages are known to Keras without help.
 BUILTIN_PACKAGES = frozenset(

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import SchemaError
+from ..errors import SchemaError
 
 FORMATS = {
     ".parquet": "parquet",

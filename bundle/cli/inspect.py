@@ -1,0 +1,123 @@
+"""`bundle inspect`, `bundle verify` and `bundle list`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+import bundle as api
+
+from ..errors import BundleError, BundleNotFoundError
+from ..format.layout import MANIFEST_FILE
+from ..storage import is_url
+from .app import CONTEXT_SETTINGS, JSON_OPTION, TRUSTED_OPTION, VERSION_OPTION, _emit_json, cli
+from .reading import _facts, _human_size, _input_schema, _read_manifest_at, _render_inspect, _table
+
+
+# ---------------------------------------------------------------------------- inspect
+@cli.command(
+    context_settings=CONTEXT_SETTINGS,
+    short_help="Show what a bundle holds (reads its manifest only).",
+)
+@click.argument("path")
+@VERSION_OPTION
+@JSON_OPTION
+def inspect(path: str, version: str | None, as_json: bool) -> None:
+    """Show what a bundle holds, from its manifest alone (nothing is loaded).
+
+    Name, version, creation time, size, metadata, the input contract, the model signature,
+    the steps and custom objects, which parts need --trusted and why, and the training
+    environment next to the running one. The bundle's README.md model card holds the same
+    facts. With a remote PATH only manifest.json is downloaded.
+    """
+    found = _read_manifest_at(path, version)
+    manifest = found.manifest
+    facts = _facts(manifest, found.where)
+    if as_json:
+        _emit_json(facts)
+        return
+    click.echo(_render_inspect(facts, _input_schema(manifest)))
+
+
+# ---------------------------------------------------------------------------- verify
+@cli.command(
+    context_settings=CONTEXT_SETTINGS,
+    short_help="Check a bundle's files, that it loads, and its saved outputs.",
+)
+@click.argument("path")
+@VERSION_OPTION
+@TRUSTED_OPTION
+@click.option(
+    "--no-load",
+    is_flag=True,
+    help="Check the manifest and file hashes only (fast; TensorFlow is not imported).",
+)
+@JSON_OPTION
+def verify(path: str, version: str | None, trusted: bool, no_load: bool, as_json: bool) -> None:
+    """Check a bundle: manifest, file hashes, and (unless --no-load) that it loads and
+    replays its saved example outputs.
+
+    Prints a PASS/FAIL line per check. Exit code 0 if every check passed, 1 otherwise.
+    """
+    report = api.verify(path, version=version, trusted=trusted, load=not no_load)
+    if as_json:
+        _emit_json(report.to_dict())
+    else:
+        for check in report.checks:
+            mark = "PASS" if check.passed else "FAIL"
+            first, *rest = (check.detail or "").splitlines() or [""]
+            click.echo(f"{mark}  {check.name}" + (f": {first}" if first else ""))
+            for line in rest:
+                click.echo(f"      {line}")
+        failed = len(report.failed)
+        verdict = "verified" if report.ok else f"FAILED ({failed} of {len(report.checks)} checks)"
+        click.echo(f"{report.label}: {verdict}")
+    if not report.ok:
+        raise click.exceptions.Exit(1)
+
+
+# ---------------------------------------------------------------------------- list
+@cli.command(
+    name="list",
+    context_settings=CONTEXT_SETTINGS,
+    short_help="List the versions under a root, with sizes and aliases.",
+)
+@click.argument("root")
+@JSON_OPTION
+def list_command(root: str, as_json: bool) -> None:
+    """List the published versions under ROOT, with creation time, size and aliases."""
+    if not is_url(root):
+        local = Path(root[len("file://") :] if root.startswith("file://") else root)
+        if (local / MANIFEST_FILE).is_file():
+            raise BundleError(
+                f"{root} is one bundle version ({local.name!r}), not a root of versions.\n"
+                f"List its root instead: bundle list {local.parent}"
+            )
+        if not local.is_dir():
+            raise BundleNotFoundError(f"{root} does not exist.", location=root)
+    infos = api.list_versions(root)
+    if as_json:
+        _emit_json(
+            [
+                {
+                    "version": info.version,
+                    "created": info.created,
+                    "size": info.size,
+                    "aliases": list(info.aliases),
+                    "location": info.location,
+                }
+                for info in infos
+            ]
+        )
+        return
+    if not infos:
+        click.echo(f"No published versions under {root}.", err=True)
+        return
+    click.echo(
+        _table(
+            ("version", "created", "size", "aliases"),
+            [(i.version, i.created, _human_size(i.size), ", ".join(i.aliases)) for i in infos],
+            indent="",
+        )
+    )

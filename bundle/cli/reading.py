@@ -1,0 +1,305 @@
+"""Reading a bundle's manifest for the commands, and the facts `inspect` and `list` show."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..contract import InputSchema
+from ..errors import BundleNotFoundError
+from ..format.environment import PACKAGES, capture_environment, major_minor
+from ..format.layout import MANIFEST_FILE
+from ..format.manifest import Manifest, parse_manifest, read_manifest
+from ..format.trust import PLUMBING
+from ..storage import fetch, is_archive_name, is_url, open_root, split_alias
+
+
+# ---------------------------------------------------------------------------- reading
+@dataclass(frozen=True)
+class _Located:
+    """A bundle version's manifest, where it is, and its local directory (None if remote)."""
+
+    manifest: Manifest
+    where: str
+    local: Path | None
+
+
+def _read_manifest_at(location: str, version: str | None) -> _Located:
+    """The manifest of the version at `location`, and where it is; never reads other files.
+
+    For a remote root or version only ``manifest.json`` is downloaded, not the model.
+    """
+    text, alias = split_alias(location)
+    if alias is not None:
+        if version is not None and version != alias:
+            raise click.UsageError(f"Pass either {location!r} or --version {version}, not both.")
+        version = alias
+    if is_url(text) and not is_archive_name(text):
+        root = open_root(text)
+        if root.is_version():
+            parent, _, name = root.location.rpartition("/")
+            if version is not None and version != name:
+                raise BundleNotFoundError(
+                    f"{root.location} is the bundle version {name!r}, not {version!r}.\n"
+                    f"Pass its root ({parent}) with --version {version}.",
+                    location=root.location,
+                    available=[name],
+                )
+            data = open_root(parent).read_manifest_text(name)
+            manifest = parse_manifest(data, source=f"{root.location}/{MANIFEST_FILE}")
+            return _Located(manifest, root.location, None)
+        chosen = root.resolve(version)
+        where = f"{root.location}/{chosen}"
+        manifest = parse_manifest(
+            root.read_manifest_text(chosen), source=f"{where}/{MANIFEST_FILE}"
+        )
+        return _Located(manifest, where, None)
+    path = fetch(location, version)
+    return _Located(read_manifest(path), str(path), path)
+
+
+def _input_schema(manifest: Manifest) -> InputSchema | None:
+    return InputSchema.from_dict(manifest.input_schema) if manifest.input_schema else None
+
+
+def _human_size(size: int) -> str:
+    """``812 B``, ``57.3 KiB``, ``1.2 GiB``."""
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def _table(header: Sequence[str] | None, rows: Iterable[Sequence[Any]], indent: str = "  ") -> str:
+    """Rows as an aligned text table under `header` (None: no header line)."""
+    body = [[str(c) for c in row] for row in rows]
+    cells = body if header is None else [[str(c) for c in header], *body]
+    if not cells:
+        return ""
+    widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
+    return "\n".join(
+        indent + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+        for row in cells
+    )
+
+
+def _indent(text: str, prefix: str = "  ") -> str:
+    return "\n".join(prefix + line if line else line for line in text.splitlines())
+
+
+def _heading(text: str) -> str:
+    return click.style(text, bold=True)
+
+
+# ---------------------------------------------------------------------------- facts
+def _signature_line(tensor: Mapping[str, Any]) -> str:
+    # The same rendering as the model card (bundle/card.py): dtype then the shape tuple.
+    return f"{tensor['dtype']} {tuple(tensor['shape'])}"
+
+
+def _trust_reasons(manifest: Manifest) -> list[dict[str, Any]]:
+    """Every part whose loading executes stored code, with why (what the pickle references)."""
+    parts = []
+    model = manifest.model
+    if model.get("executes_code"):
+        parts.append(
+            {
+                "part": "model",
+                "file": model["file"],
+                "serializer": model.get("serializer", "keras"),
+                "what": "a Keras model with Lambda layers",
+                "reason": "its Lambda layers hold Python code that runs when the model loads",
+                "references": [],
+            }
+        )
+    for record in manifest.parts_executing_code:
+        what = record.get("class") or f"{record.get('module')}.{record.get('qualname')}"
+        references = [i for i in record.get("imports") or [] if not i.startswith(PLUMBING)]
+        parts.append(
+            {
+                "part": record["name"],
+                "file": record.get("file"),
+                "serializer": record.get("serializer"),
+                "what": what,
+                "reason": f"a {record.get('serializer')} pickle of {what}: unpickling runs code",
+                "references": references,
+            }
+        )
+    return parts
+
+
+def _environment_rows(recorded: Mapping[str, str | None]) -> list[dict[str, Any]]:
+    """``package, saved, running, differs`` rows; `differs` compares major.minor as load does."""
+    running = capture_environment()
+    keys = ["python", "platform", *PACKAGES]
+    keys += [key for key in recorded if key not in keys]
+    rows = []
+    for key in keys:
+        saved, now = recorded.get(key), running.get(key)
+        if key == "platform":
+            differs = saved != now
+        else:
+            differs = (saved is None) != (now is None) or bool(
+                saved and now and major_minor(saved) != major_minor(now)
+            )
+        rows.append({"package": key, "saved": saved, "running": now, "differs": differs})
+    return rows
+
+
+def _steps(manifest: Manifest) -> list[dict[str, Any]]:
+    return [
+        {
+            "stage": stage,
+            "name": record["name"],
+            "class": record["class"],
+            "serializer": record["serializer"],
+            "file": record["file"],
+            "executes_code": record["executes_code"],
+            "imports": list(record.get("imports") or []),
+        }
+        for stage in ("preprocess", "postprocess")
+        for record in getattr(manifest, stage)
+    ]
+
+
+def _facts(manifest: Manifest, location: str) -> dict[str, Any]:
+    """Everything `inspect` reports, as one JSON-ready dict (the text output renders it)."""
+    files = manifest.files
+    trust = _trust_reasons(manifest)
+    return {
+        "name": manifest.name,
+        "version": manifest.version,
+        "created": manifest.created,
+        "location": location,
+        "format": manifest.format,
+        "format_version": manifest.format_version,
+        "size": sum(int(entry["size"]) for entry in files.values()),
+        "files": len(files),
+        # As the model card decides: any pickled part, or a model with Lambda layers.
+        "needs_trusted": bool(trust),
+        "trusted_parts": trust,
+        "environment": _environment_rows(manifest.environment),
+        "input_schema": manifest.input_schema,
+        "model": {
+            "file": manifest.model["file"],
+            "serializer": manifest.model.get("serializer", "keras"),
+            "executes_code": manifest.model.get("executes_code", False),
+            "inputs": manifest.model["inputs"],
+            "outputs": manifest.model["outputs"],
+        },
+        "steps": _steps(manifest),
+        "custom_objects": [dict(record) for record in manifest.custom_objects],
+        "example": manifest.example,
+        "metadata": manifest.metadata,
+    }
+
+
+def _render_inspect(facts: Mapping[str, Any], schema: InputSchema | None) -> str:
+    out = [
+        _heading(f"{facts['name']} {facts['version']}"),
+        _table(
+            None,
+            [
+                ("created", facts["created"]),
+                ("location", facts["location"]),
+                ("format", f"{facts['format']} {facts['format_version']}"),
+                ("size", f"{_human_size(facts['size'])} in {facts['files']} files (+ manifest)"),
+                ("trusted", "needs trusted=True" if facts["needs_trusted"] else "not needed"),
+            ],
+        ),
+        "",
+        _heading("Metadata"),
+        _indent(json.dumps(facts["metadata"], indent=2, sort_keys=True, default=str)),
+        "",
+        _heading("Input"),
+        _indent(str(schema) if schema is not None else "(no input schema recorded)"),
+        "",
+        _heading("Model"),
+    ]
+    model = facts["model"]
+    out.append(
+        f"  {model['file']} ({model['serializer']}"
+        + (", Lambda layers: needs trusted=True" if model["executes_code"] else "")
+        + ")"
+    )
+    out.append(
+        _table(
+            None,
+            [("input", t["name"], _signature_line(t)) for t in model["inputs"]]
+            + [("output", t["name"], _signature_line(t)) for t in model["outputs"]],
+        )
+    )
+    out += ["", _heading("Steps")]
+    if facts["steps"]:
+        out.append(
+            _table(
+                ("step", "class", "serializer", "file", "trust"),
+                [
+                    (
+                        s["name"],
+                        s["class"],
+                        s["serializer"],
+                        s["file"],
+                        "needs trusted=True" if s["executes_code"] else "",
+                    )
+                    for s in facts["steps"]
+                ],
+            )
+        )
+    else:
+        out.append("  (none)")
+    out += ["", _heading("Custom objects")]
+    if facts["custom_objects"]:
+        out.append(
+            _table(
+                ("name", "kind", "stored", "object", "trust"),
+                [
+                    (
+                        o["name"],
+                        o["kind"],
+                        f"by {o['storage']}",
+                        f"{o['module']}.{o['qualname']}",
+                        "needs trusted=True" if o["executes_code"] else "",
+                    )
+                    for o in facts["custom_objects"]
+                ],
+            )
+        )
+        if any(o["storage"] == "reference" for o in facts["custom_objects"]):
+            out.append("  Objects stored by reference are imported at load: install their modules.")
+    else:
+        out.append("  (none)")
+    out += ["", _heading("Trust")]
+    if facts["trusted_parts"]:
+        out.append(
+            f"  {len(facts['trusted_parts'])} part(s) execute stored code when loaded, so "
+            "loading needs trusted=True (--trusted):"
+        )
+        for part in facts["trusted_parts"]:
+            line = f"  - {part['file']} ({part['part']}): {part['reason']}"
+            if part["references"]:
+                shown = ", ".join(part["references"][:8])
+                more = len(part["references"]) - 8
+                line += f" (references {shown}" + (f", ... ({more} more))" if more > 0 else ")")
+            out.append(line)
+        out.append("  Pass --trusted only for bundles you made or whose source you trust.")
+    else:
+        out.append("  Every part loads without executing stored code: trusted=True not needed.")
+    out += ["", _heading("Environment") + " (saved vs running; * = major.minor differs)"]
+    out.append(
+        _table(
+            ("package", "saved", "running", ""),
+            [
+                (r["package"], r["saved"] or "-", r["running"] or "-", "*" if r["differs"] else "")
+                for r in facts["environment"]
+            ],
+        )
+    )
+    return "\n".join(out)

@@ -1,0 +1,84 @@
+"""`bundle serve`: run the Open Inference Protocol server."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from ..errors import BundleError
+from .app import CONTEXT_SETTINGS, TRUSTED_OPTION, cli
+
+
+# ---------------------------------------------------------------------------- serve
+@cli.command(context_settings=CONTEXT_SETTINGS, short_help="Serve a bundle over HTTP.")
+@click.argument("path", metavar="PATH_OR_URL")
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Interface to listen on (0.0.0.0 for all).",
+)
+@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Server processes; each holds its own copy of the model.",
+)
+@TRUSTED_OPTION
+@click.option(
+    "--max-batch-size",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="ROWS",
+    help="Rows per merged model call (default: the server's, 256).",
+)
+@click.option(
+    "--max-wait-ms",
+    type=click.FloatRange(min=0),
+    default=None,
+    metavar="MS",
+    help="How long an idle server waits for a batch to fill (default: the server's, 2).",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="info",
+    show_default=True,
+)
+def serve(
+    path: str,
+    host: str,
+    port: int,
+    workers: int,
+    trusted: bool,
+    max_batch_size: int | None,
+    max_wait_ms: float | None,
+    log_level: str,
+) -> None:
+    """Serve a bundle over HTTP (Open Inference Protocol V2, /predict, /metrics).
+
+    Runs until interrupted (Ctrl-C or SIGTERM finish the requests in flight). Needs the
+    `serve` extra: pip install 'keras-bundle[serve]'.
+    """
+    try:
+        from .. import serve as server
+    except ImportError as exc:
+        raise BundleError(
+            f"`bundle serve` needs the 'serve' extra: {exc}\n"
+            "Install it with: pip install 'keras-bundle[serve]'"
+        ) from exc
+    options: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "workers": workers,
+        "trusted": trusted,
+        "log_level": log_level,
+    }
+    if max_batch_size is not None:
+        options["max_batch_size"] = max_batch_size
+    if max_wait_ms is not None:
+        options["max_wait_ms"] = max_wait_ms
+    server.run(path, **options)

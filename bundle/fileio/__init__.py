@@ -1,0 +1,1 @@
+"""Prediction files: tabular inputs read in record batches and outputs written atomically."""

@@ -1,0 +1,55 @@
+"""Every name on disk, written once: the files and folders of a bundle and of a root.
+
+A version directory::
+
+    <root>/<version>/
+      manifest.json            written last; its presence makes the version visible
+      model.keras              Keras v3 native format
+      steps/NNN-<pre|post>-<class>.<ext>
+      custom_objects/<name>.pkl
+      example/                 the input example and the outputs it produced at save time
+      requirements.txt         the training environment's versions
+      README.md                the generated model card
+
+Next to the versions, a root keeps hidden bookkeeping that is never a version:
+``.staging-*`` (saves in progress), ``.trash-*`` (overwritten versions being removed),
+``.aliases/`` and ``.claims/`` (object storage's version claims).
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ALIASES_DIR",
+    "ARCHIVE_SUFFIXES",
+    "CLAIMS_DIR",
+    "CUSTOM_OBJECTS_DIR",
+    "EXAMPLE_DIR",
+    "MANIFEST_FILE",
+    "MODEL_CARD_FILE",
+    "MODEL_FILE",
+    "REQUIREMENTS_FILE",
+    "STAGING_PREFIX",
+    "STEPS_DIR",
+    "STEP_EXTENSIONS",
+    "TRASH_PREFIX",
+]
+
+# Inside a version directory.
+MANIFEST_FILE = "manifest.json"
+MODEL_FILE = "model.keras"
+STEPS_DIR = "steps"
+CUSTOM_OBJECTS_DIR = "custom_objects"
+EXAMPLE_DIR = "example"
+REQUIREMENTS_FILE = "requirements.txt"
+MODEL_CARD_FILE = "README.md"
+# A step's file extension by serializer.
+STEP_EXTENSIONS = {"native": "npz", "joblib": "joblib", "cloudpickle": "pkl"}
+
+# Inside a root, next to the versions.
+STAGING_PREFIX = ".staging-"
+TRASH_PREFIX = ".trash-"
+ALIASES_DIR = ".aliases"
+CLAIMS_DIR = ".claims"
+
+# Release archives.
+ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".zip")

@@ -1,0 +1,21 @@
+"""The Keras model: save and load, its signature, custom objects, the compiled forward pass.
+
+Only this package imports Keras (and through it TensorFlow), always lazily.
+"""
+
+from __future__ import annotations
+
+from .inference import InferenceFunction
+from .keras_io import import_keras, load_model, save_model
+from .precision import PRECISIONS, reduced_precision
+from .signature import model_signature
+
+__all__ = [
+    "PRECISIONS",
+    "InferenceFunction",
+    "import_keras",
+    "load_model",
+    "model_signature",
+    "reduced_precision",
+    "save_model",
+]

@@ -1,0 +1,64 @@
+"""A model's input and output signature: ``[{name, shape, dtype}]`` with the batch axis None."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from ..errors import BundleError
+
+__all__ = ["model_signature"]
+
+
+def _tensor_spec(tensor: Any, fallback_name: str) -> dict[str, Any]:
+    name = getattr(tensor, "name", None) or fallback_name
+    shape = [None if dim is None else int(dim) for dim in tensor.shape]
+    return {"name": str(name), "shape": shape, "dtype": str(np.dtype(tensor.dtype).name)}
+
+
+def model_signature(model: Any, sample_input: Any = None) -> tuple[list[dict], list[dict]]:
+    """The model's inputs and outputs as ``[{name, shape, dtype}]``, batch axis ``None``.
+
+    Functional and Sequential models know their signature; a subclassed model is called
+    once on `sample_input` (the preprocessed example) to learn it.
+    """
+    try:
+        inputs, outputs = list(model.inputs), list(model.outputs)
+    except (AttributeError, ValueError):
+        inputs, outputs = [], []
+    if inputs and outputs:
+        output_names = list(getattr(model, "output_names", None) or [])
+        output_specs = [_tensor_spec(t, f"output_{i}") for i, t in enumerate(outputs)]
+        if len(output_names) == len(output_specs):
+            output_specs = [
+                {**spec, "name": name}
+                for spec, name in zip(output_specs, output_names, strict=True)
+            ]
+        return [_tensor_spec(t, f"input_{i}") for i, t in enumerate(inputs)], output_specs
+    if sample_input is None:
+        raise BundleError(
+            "The model is subclassed and not built, so its input signature is unknown.\n"
+            "Pass input_example= (raw training rows) so the bundle can call it once."
+        )
+    return _signature_from_call(model, sample_input)
+
+
+def _signature_from_call(model: Any, sample_input: Any) -> tuple[list[dict], list[dict]]:
+    def spec(name: str, array: Any) -> dict[str, Any]:
+        array = np.asarray(array)
+        return {"name": name, "shape": [None, *array.shape[1:]], "dtype": array.dtype.name}
+
+    if isinstance(sample_input, Mapping):
+        inputs = [spec(name, value) for name, value in sample_input.items()]
+    else:
+        inputs = [spec("input_0", sample_input)]
+    result = model(sample_input, training=False)
+    if isinstance(result, Mapping):
+        outputs = [spec(name, value) for name, value in result.items()]
+    elif isinstance(result, (list, tuple)):
+        outputs = [spec(f"output_{i}", value) for i, value in enumerate(result)]
+    else:
+        outputs = [spec("output_0", result)]
+    return inputs, outputs

@@ -1,0 +1,29 @@
+"""Where bundles live: local roots, object storage (fsspec), archives, and locating them.
+
+The named interface of this package, used by `core` and by the edges (CLI, Spark):
+
+- `open_root(location)`: a `Root` of versions (list, resolve, publish, alias);
+- `fetch(location, version)`: any location form -> a local version directory;
+- `write_archive` / `extract_archive`: reproducible release archives, extracted safely;
+- `is_url`, `split_alias`, `is_archive_name`, `cache_dir`: reading location strings.
+"""
+
+from __future__ import annotations
+
+from .archives import extract_archive, is_archive_name, write_archive
+from .locate import fetch
+from .paths import cache_dir, is_url, split_alias
+from .roots import Root, VersionInfo, open_root
+
+__all__ = [
+    "Root",
+    "VersionInfo",
+    "cache_dir",
+    "extract_archive",
+    "fetch",
+    "is_archive_name",
+    "is_url",
+    "open_root",
+    "split_alias",
+    "write_archive",
+]

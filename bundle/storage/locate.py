@@ -1,0 +1,83 @@
+"""Any location form -> a local, verified-ready version directory.
+
+Every path argument of the public API that reads a bundle goes through `fetch`: a version
+directory, a root (its highest version, or a version or alias), ``root@alias``, an archive
+(extracted into the cache, keyed by its sha256), or any of these behind an fsspec URL
+(downloaded into the cache).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from ..errors import BundleNotFoundError
+from ..format.integrity import hash_file
+from . import local as store
+from .archives import extract_archive, is_archive_name
+from .paths import cache_dir, is_url, local_path, split_alias
+from .roots import open_root
+
+__all__ = ["fetch"]
+
+
+def fetch(location: str | Path, version: str | None = None, **storage_options: Any) -> Path:
+    """A local version directory for any location form (see the module docstring).
+
+    Raises:
+        BundleNotFoundError: nothing there, or no such version or alias.
+    """
+    text, alias = split_alias(location)
+    if alias is not None:
+        if version is not None and version != alias:
+            raise ValueError(f"Pass either {location!r} or version={version!r}, not both.")
+        version = alias
+    if is_archive_name(text):
+        return _extracted(text, **storage_options)
+    root = open_root(text, **storage_options)
+    if root.is_version():
+        if not root.is_remote:
+            return store.resolve(root.local, version)
+        parent, _, name = root.location.rpartition("/")
+        return open_root(parent, **storage_options).local_copy(name)
+    return root.local_copy(root.resolve(version))
+
+
+def _extracted(location: str, **storage_options: Any) -> Path:
+    """Extract an archive (local or URL) into the cache, once per content hash."""
+    if is_url(location):
+        import fsspec
+
+        with (
+            fsspec.open(location, "rb", **storage_options) as remote,
+            tempfile.NamedTemporaryFile(suffix=Path(location).name, delete=False) as tmp,
+        ):
+            shutil.copyfileobj(remote, tmp, 1 << 20)
+        source = Path(tmp.name)
+    else:
+        source = local_path(location)
+        if not source.is_file():
+            raise BundleNotFoundError(f"No archive at {location}.", location=location)
+    try:
+        digest = hash_file(source)
+        target = cache_dir() / "archives" / digest
+        if not target.is_dir():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            scratch = Path(tempfile.mkdtemp(prefix=".extract-", dir=target.parent))
+            try:
+                extract_archive(source, scratch)
+                try:
+                    os.rename(scratch, target)
+                except OSError:
+                    if not target.is_dir():
+                        raise
+            finally:
+                shutil.rmtree(scratch, ignore_errors=True)
+        (folder,) = [p for p in target.iterdir() if p.is_dir() and not p.name.startswith(".")]
+        return folder
+    finally:
+        if is_url(location):
+            source.unlink(missing_ok=True)
