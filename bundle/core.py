@@ -19,7 +19,7 @@ import numpy as np
 
 from .contract import InputSchema, infer_schema, schema_from_hints
 from .engine import Engine, n_rows
-from .errors import BundleError, SchemaError, UnsupportedFormatError
+from .errors import BundleError, SchemaError, UnsupportedFormatError, UsageError
 from .format import golden
 from .format.environment import capture_environment, requirements_text, warn_on_mismatch
 from .format.integrity import file_table, hash_file, verify_files
@@ -139,7 +139,7 @@ class Bundle:
     def manifest(self) -> Manifest:
         """The manifest written by `save` or read by `load`."""
         if self._manifest is None:
-            raise BundleError(
+            raise UsageError(
                 f"Bundle {self.name!r} has not been saved yet: its manifest is written by "
                 "save(root) and read by Bundle.load(path)."
             )
@@ -584,7 +584,7 @@ class Bundle:
             id_frame = pd.DataFrame({column: pd.Series([], dtype="object") for column in ids})
             result = engine._empty_scores()
         if isinstance(result, Mapping):
-            raise BundleError("predict_file supports single-output models only.")
+            raise UsageError("predict_file supports single-output models only.")
         out = id_frame.reset_index(drop=True).copy()
         result = np.asarray(result)
         if self._postprocess:

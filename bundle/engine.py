@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import BundleError, SchemaError
+from .errors import BundleError, ModelError, SchemaError
 from .steps import Postprocessor, Preprocessor
 
 _DONE = object()
@@ -100,7 +100,7 @@ class Engine:
                 if isinstance(model_input, Mapping)
                 else model_input.shape
             )
-            raise BundleError(
+            raise ModelError(
                 f"The model failed on a preprocessed batch of shape {shapes} that passed the "
                 f"input checks: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}\n"
                 "This is a bug in the bundle or the model, not in your input; the original "

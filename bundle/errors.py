@@ -5,13 +5,21 @@ Every error raised on purpose by the package derives from `BundleError`::
     BundleError
      +- SchemaError (also ValueError)   input does not match what training saw
      +- StepError                       a step failed on input that passed validation
+     +- ModelError                      Keras could not save, load, describe or run the model
      +- IntegrityError                  checksum, size, missing or unexpected file
      +- ManifestError                   manifest.json missing, not JSON, or off-schema
      +- UnsafeLoadError                 refused: loading would execute stored code
-     +- UnsupportedFormatError          newer format version, unknown serializer
+     |   +- UnsafeArchiveError          refused: an archive member could escape or flood dest
+     +- UnsupportedFormatError          newer format version, unknown serializer or format
      +- VersionExistsError              releases are immutable
      +- BundleNotFoundError             no bundle (or no such version) at a location
-     +- UnsafeArchiveError              refused: an archive member could escape or flood dest
+     |                                  (also FileNotFoundError)
+     +- StorageError                    a store or location failed: download, claim, a path
+     |                                  in the way
+     +- ExportError                     the pipeline could not be exported
+     +- MissingDependencyError          an optional dependency is not installed
+     |                                  (also ImportError)
+     +- UsageError (also ValueError)    a call or argument the operation cannot honour
 
     BundleWarning (UserWarning)
      +- ExtraColumnsWarning             input columns the bundle does not know, ignored
@@ -30,14 +38,19 @@ __all__ = [
     "BundleNotFoundError",
     "BundleWarning",
     "EnvironmentMismatchWarning",
+    "ExportError",
     "ExtraColumnsWarning",
     "IntegrityError",
     "ManifestError",
+    "MissingDependencyError",
+    "ModelError",
     "SchemaError",
     "StepError",
+    "StorageError",
     "UnsafeArchiveError",
     "UnsafeLoadError",
     "UnsupportedFormatError",
+    "UsageError",
     "VersionExistsError",
     "bullet_list",
 ]
@@ -84,6 +97,14 @@ class StepError(BundleError):
         super().__init__(message)
         self.step = step
         self.columns = list(columns)
+
+
+class ModelError(BundleError):
+    """Keras could not save, load, describe or run the model.
+
+    The original Keras or backend exception is chained (``raise ... from``); the message
+    names what failed and, where it is known, the layer.
+    """
 
 
 class IntegrityError(BundleError):
@@ -167,7 +188,36 @@ class BundleNotFoundError(BundleError, FileNotFoundError):
         self.available = list(available)
 
 
-class UnsafeArchiveError(BundleError):
+class StorageError(BundleError):
+    """A store or location failed: a download, an upload, a claim, a path in the way.
+
+    The original exception (``OSError``, an fsspec or HTTP error) is chained.
+    """
+
+
+class ExportError(BundleError):
+    """The bundle's pipeline could not be exported (nothing was written)."""
+
+
+class MissingDependencyError(BundleError, ImportError):
+    """An optional dependency needed for this operation is not installed.
+
+    Attributes:
+        package: the distribution to install, e.g. ``tensorflow-cpu``.
+        extra: the keras-bundle extra that provides it, e.g. ``serve``, when there is one.
+    """
+
+    def __init__(self, message: str, *, package: str, extra: str | None = None):
+        super().__init__(message)
+        self.package = package
+        self.extra = extra
+
+
+class UsageError(BundleError, ValueError):
+    """A call or argument the operation cannot honour (e.g. Spark scoring of array input)."""
+
+
+class UnsafeArchiveError(UnsafeLoadError):
     """An archive was refused: extracting it could escape the destination or flood the disk.
 
     Raised for a member that is absolute, climbs out with ``..``, is a link or a special file,

@@ -62,6 +62,7 @@ from typing import Any
 import numpy as np
 
 from bundle import Bundle, BundleError, SchemaError
+from bundle.errors import StorageError, UsageError
 from bundle.format import hash_file
 from bundle.storage import is_archive_name, is_url, open_root, split_alias
 
@@ -308,7 +309,7 @@ def _ship(context: Any, archive: Path) -> tuple[str, str]:
     with _CACHE_LOCK:
         earlier = _SHIPPED.get(key)
         if earlier is not None and earlier[1] != digest:
-            raise BundleError(
+            raise StorageError(
                 f"An archive named {archive.name!r} was already shipped to this Spark "
                 f"application from {earlier[0]}, with other contents than {archive}.\n"
                 "Spark keeps one file per name: give the archives different names "
@@ -385,14 +386,14 @@ class _Outputs:
         manifest = loaded.manifest
         schema = loaded.input_schema
         if schema is None or "columns" not in schema.to_dict():
-            raise BundleError(
+            raise UsageError(
                 f"{manifest.label.capitalize()} takes array input, not named columns: Spark "
                 "scoring needs a tabular bundle (one saved with a DataFrame input_example)."
             )
         outputs = manifest.model["outputs"]
         if len(outputs) != 1:
             names = ", ".join(str(spec["name"]) for spec in outputs)
-            raise BundleError(
+            raise UsageError(
                 f"{manifest.label.capitalize()} has {len(outputs)} model outputs ({names}); "
                 "Spark scoring supports single-output models."
             )

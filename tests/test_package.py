@@ -22,16 +22,21 @@ PUBLIC = [
     "BundleWarning",
     "Check",
     "EnvironmentMismatchWarning",
+    "ExportError",
     "ExtraColumnsWarning",
     "InputSchema",
     "IntegrityError",
     "Manifest",
     "ManifestError",
+    "MissingDependencyError",
+    "ModelError",
     "SchemaError",
     "StepError",
+    "StorageError",
     "UnsafeArchiveError",
     "UnsafeLoadError",
     "UnsupportedFormatError",
+    "UsageError",
     "VerifyReport",
     "VersionExistsError",
     "VersionInfo",
@@ -100,26 +105,45 @@ def test_public_errors_are_the_ones_in_errors_module():
 
 
 # ---------------------------------------------------------------------------- errors
-@pytest.mark.parametrize(
-    ("cls", "bases"),
-    [
-        (errors.SchemaError, (errors.BundleError, ValueError)),
-        (errors.StepError, (errors.BundleError,)),
-        (errors.IntegrityError, (errors.BundleError,)),
-        (errors.UnsafeLoadError, (errors.BundleError,)),
-        (errors.UnsupportedFormatError, (errors.BundleError,)),
-        (errors.VersionExistsError, (errors.BundleError,)),
-        (errors.BundleNotFoundError, (errors.BundleError, FileNotFoundError)),
-        (errors.UnsafeArchiveError, (errors.BundleError,)),
-        (errors.BundleError, (Exception,)),
-        (errors.BundleWarning, (UserWarning,)),
-        (errors.ExtraColumnsWarning, (errors.BundleWarning,)),
-        (errors.EnvironmentMismatchWarning, (errors.BundleWarning,)),
-    ],
-)
-def test_error_hierarchy(cls, bases):
-    for base in bases:
-        assert issubclass(cls, base), f"{cls.__name__} should derive from {base.__name__}"
+# The whole tree, pinned: every class of errors.py and its direct bases.
+ERROR_TREE = {
+    "BundleError": (Exception,),
+    "SchemaError": ("BundleError", ValueError),
+    "StepError": ("BundleError",),
+    "ModelError": ("BundleError",),
+    "IntegrityError": ("BundleError",),
+    "ManifestError": ("BundleError",),
+    "UnsafeLoadError": ("BundleError",),
+    "UnsafeArchiveError": ("UnsafeLoadError",),
+    "UnsupportedFormatError": ("BundleError",),
+    "VersionExistsError": ("BundleError",),
+    "BundleNotFoundError": ("BundleError", FileNotFoundError),
+    "StorageError": ("BundleError",),
+    "ExportError": ("BundleError",),
+    "MissingDependencyError": ("BundleError", ImportError),
+    "UsageError": ("BundleError", ValueError),
+    "BundleWarning": (UserWarning,),
+    "ExtraColumnsWarning": ("BundleWarning",),
+    "EnvironmentMismatchWarning": ("BundleWarning",),
+}
+
+
+def test_error_tree_is_exactly_the_pinned_one():
+    classes = {
+        name: getattr(errors, name)
+        for name in errors.__all__
+        if isinstance(getattr(errors, name), type)
+    }
+    assert sorted(classes) == sorted(ERROR_TREE)
+    for name, bases in ERROR_TREE.items():
+        expected = tuple(getattr(errors, b) if isinstance(b, str) else b for b in bases)
+        assert classes[name].__bases__ == expected, name
+
+
+def test_error_tree_is_drawn_in_the_docstring():
+    for name in ERROR_TREE:
+        if name != "BundleError" and not name.endswith("Warning"):
+            assert f"+- {name}" in errors.__doc__, name
 
 
 def test_errors_are_not_warnings_and_warnings_are_not_errors():

@@ -8,7 +8,7 @@ import click
 
 import bundle as api
 
-from ..errors import BundleError, BundleNotFoundError
+from ..errors import BundleNotFoundError, UsageError
 from ..format.layout import MANIFEST_FILE
 from ..storage import is_url
 from .app import CONTEXT_SETTINGS, JSON_OPTION, TRUSTED_OPTION, VERSION_OPTION, _emit_json, cli
@@ -90,7 +90,7 @@ def list_command(root: str, as_json: bool) -> None:
     if not is_url(root):
         local = Path(root[len("file://") :] if root.startswith("file://") else root)
         if (local / MANIFEST_FILE).is_file():
-            raise BundleError(
+            raise UsageError(
                 f"{root} is one bundle version ({local.name!r}), not a root of versions.\n"
                 f"List its root instead: bundle list {local.parent}"
             )

@@ -11,7 +11,7 @@ import click
 
 import bundle as api
 
-from ..errors import BundleError
+from ..errors import UsageError
 from .app import CONTEXT_SETTINGS, TRUSTED_OPTION, VERSION_OPTION, cli
 
 
@@ -103,9 +103,9 @@ def predict(
         tabular_io, output, output_format, "'-o' / '--output'", "--output-format"
     )
     if not Path(input_file).is_file():
-        raise BundleError(f"No input file at {input_file}.")
+        raise UsageError(f"No input file at {input_file}.")
     if not Path(output).resolve().parent.is_dir():
-        raise BundleError(f"The folder of {output} does not exist; create it first.")
+        raise UsageError(f"The folder of {output} does not exist; create it first.")
     total = tabular_io.count_rows(input_file, in_fmt)
     started = time.perf_counter()
     loaded = api.Bundle.load(path, version=version, trusted=trusted)

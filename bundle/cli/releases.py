@@ -8,7 +8,7 @@ import click
 
 import bundle as api
 
-from ..errors import BundleError
+from ..errors import UsageError
 from ..storage import is_archive_name, is_url
 from .app import CONTEXT_SETTINGS, VERSION_OPTION, cli
 from .reading import _human_size, _read_manifest_at
@@ -96,7 +96,7 @@ def archive(path: str, output: str, version: str | None, force: bool) -> None:
             f"{output!r} does not end with .tar.gz, .tgz or .zip.", param_hint="OUTPUT"
         )
     if not force and not is_url(output) and Path(output).exists():
-        raise BundleError(
+        raise UsageError(
             f"{output} already exists; release files are not replaced silently.\n"
             "Choose another name, or pass --force to replace it."
         )

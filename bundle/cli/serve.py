@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from ..errors import BundleError
+from ..errors import MissingDependencyError
 from .app import CONTEXT_SETTINGS, TRUSTED_OPTION, cli
 
 
@@ -66,9 +66,11 @@ def serve(
     try:
         from .. import serve as server
     except ImportError as exc:
-        raise BundleError(
+        raise MissingDependencyError(
             f"`bundle serve` needs the 'serve' extra: {exc}\n"
-            "Install it with: pip install 'keras-bundle[serve]'"
+            "Install it with: pip install 'keras-bundle[serve]'",
+            package=exc.name or "starlette",
+            extra="serve",
         ) from exc
     options: dict[str, Any] = {
         "host": host,

@@ -72,7 +72,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import BundleError, UnsupportedFormatError, bullet_list
+from ..errors import BundleError, ExportError, UnsupportedFormatError, bullet_list
 from ..steps import class_path, postprocess_mode
 
 __all__ = [
@@ -1735,7 +1735,7 @@ def export_saved_model(
     if not isinstance(missing_token, str):
         raise TypeError(f"missing_token must be a str; got {type(missing_token).__name__}.")
     if out.exists() and not overwrite:
-        raise BundleError(
+        raise ExportError(
             f"{out} already exists. Choose a new directory (TF Serving loads "
             "<base>/<integer version>/), or pass overwrite=True."
         )
@@ -1748,7 +1748,7 @@ def export_saved_model(
         except _NoForm as exc:
             problems.append(str(exc))
         except Exception as exc:  # TensorFlow's errors are not for the caller to parse
-            raise BundleError(
+            raise ExportError(
                 f"Building the TensorFlow graph of bundle {bundle.name!r} failed: "
                 f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}\nThis is a bug in "
                 "keras-bundle's export (nothing was written); the original exception is "
@@ -1781,7 +1781,7 @@ def _write(module: Any, concrete: Any, info: dict[str, Any], out: Path, *, overw
         try:
             tf.saved_model.save(module, str(target), signatures={SIGNATURE_KEY: concrete})
         except Exception as exc:
-            raise BundleError(
+            raise ExportError(
                 f"TensorFlow could not save the exported graph: {type(exc).__name__}: "
                 f"{str(exc).splitlines()[0][:300]}\nNothing was written to {out}."
             ) from exc
@@ -1791,7 +1791,7 @@ def _write(module: Any, concrete: Any, info: dict[str, Any], out: Path, *, overw
         if not out.exists():
             os.replace(target, out)
         elif not overwrite:
-            raise BundleError(f"{out} appeared while exporting; nothing was replaced.")
+            raise ExportError(f"{out} appeared while exporting; nothing was replaced.")
         else:
             previous = staging / "previous"
             os.replace(out, previous)

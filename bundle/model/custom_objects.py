@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import BundleError
+from ..errors import ModelError
 from ..format.pickling import dumps_by_value, is_installed_module, pickle_globals
 
 # Objects from these top-level packages are known to Keras without help.
@@ -83,7 +83,7 @@ def discover(model: Any, user: Mapping[str, Any] | None = None) -> list[CustomOb
         name = _registered_name(obj)
         if name in found and found[name][1] is not obj:
             other = found[name][1]
-            raise BundleError(
+            raise ModelError(
                 f"Two different custom objects are both named {name!r}: "
                 f"{_qualified(other)} and {_qualified(obj)}. Keras finds custom objects by "
                 "name, so only one of them could be restored.\nRename one, or register it "
@@ -253,7 +253,7 @@ def load_custom_objects(directory: Path, records: Iterable[Mapping[str, Any]]) -
         try:
             loaded[record["name"]] = _resolve(record["module"], record["qualname"])
         except (ImportError, AttributeError) as exc:
-            raise BundleError(
+            raise ModelError(
                 f"Custom {record['kind']} {record['name']!r} is stored by reference to "
                 f"{record['module']}.{record['qualname']}, which cannot be imported here: {exc}.\n"
                 f"Install the package that provides {record['module']!r} in this environment."

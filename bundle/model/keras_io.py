@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..errors import BundleError
+from ..errors import ModelError
 
 __all__ = ["import_keras", "load_model", "save_model"]
 
@@ -35,7 +35,7 @@ def save_model(model: Any, path: Path) -> None:
     try:
         model.save(str(path))
     except Exception as exc:
-        raise BundleError(
+        raise ModelError(
             f"Keras could not save the model: {type(exc).__name__}: {exc}\n"
             "Subclassed layers and models need a get_config() returning their constructor "
             "arguments (see keras.io/guides/serialization_and_saving)."
@@ -59,9 +59,9 @@ def load_model(path: Path, custom_objects: Mapping[str, Any], *, safe_mode: bool
                 "If you made this bundle or trust its source: Bundle.load(path, trusted=True).",
                 parts=[(Path(path).name, "keras", ["keras.layers.Lambda"])],
             ) from exc
-        raise BundleError(f"Keras could not load {Path(path).name}: {exc}") from exc
+        raise ModelError(f"Keras could not load {Path(path).name}: {exc}") from exc
     except TypeError as exc:
-        raise BundleError(
+        raise ModelError(
             f"Keras could not load {Path(path).name}: {exc}\n"
             "A custom object is probably missing: pass it with custom_objects= when saving."
         ) from exc

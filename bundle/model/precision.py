@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ..errors import BundleError
+from ..errors import ModelError
 from .keras_io import import_keras
 
 __all__ = ["PRECISIONS", "reduced_precision"]
@@ -36,7 +36,7 @@ def reduced_precision(
         with keras.saving.custom_object_scope(dict(custom_objects or {})):
             clone = keras.models.clone_model(model, clone_function=clone_layer)
     except Exception as exc:
-        raise BundleError(
+        raise ModelError(
             f"Cannot run {type(model).__name__} in {precision}: {exc}\n"
             "Reduced precision needs a Sequential or functional model."
         ) from exc

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import BundleError
+from ..errors import ModelError
 
 __all__ = ["model_signature"]
 
@@ -38,7 +38,7 @@ def model_signature(model: Any, sample_input: Any = None) -> tuple[list[dict], l
             ]
         return [_tensor_spec(t, f"input_{i}") for i, t in enumerate(inputs)], output_specs
     if sample_input is None:
-        raise BundleError(
+        raise ModelError(
             "The model is subclassed and not built, so its input signature is unknown.\n"
             "Pass input_example= (raw training rows) so the bundle can call it once."
         )

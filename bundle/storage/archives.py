@@ -34,10 +34,11 @@ from pathlib import Path
 from typing import BinaryIO, NamedTuple, Protocol
 
 from ..errors import (
-    BundleError,
     IntegrityError,
+    StorageError,
     UnsafeArchiveError,
     UnsupportedFormatError,
+    UsageError,
     bullet_list,
 )
 from ..format.layout import ARCHIVE_SUFFIXES
@@ -240,7 +241,7 @@ def extract_archive(
         root, entries = _scan(reader, label, max_bytes=max_bytes, max_members=max_members)
         target = dest / root
         if os.path.lexists(target):
-            raise BundleError(
+            raise StorageError(
                 f"Cannot extract {label} into {dest}: {target} already exists.\n"
                 "Remove it, or extract into another folder."
             )
@@ -366,7 +367,7 @@ def _check_fmt(fmt: str) -> None:
 def _check_root_name(root_name: str) -> None:
     if "/" not in root_name and _name_problem(root_name) is None:
         return
-    raise BundleError(
+    raise UsageError(
         f"root_name={root_name!r} is not a single folder name.\n"
         "Pass a plain name such as 'churn-1.2.0', without '/', '\\', '..' or a drive letter."
     )
@@ -407,7 +408,7 @@ def _write_format(dest: _PathLike | BinaryIO, fmt: str | None) -> str:
 def _collect(src_dir: Path) -> list[_Entry]:
     """Every file and folder under `src_dir`, sorted by path, refused if unarchivable."""
     if not src_dir.is_dir():
-        raise BundleError(
+        raise UsageError(
             f"Cannot archive {src_dir}: it is not a directory.\n"
             "Pass the bundle's directory, e.g. <root>/<version>."
         )

@@ -26,7 +26,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ..errors import BundleError, BundleNotFoundError, VersionExistsError, bullet_list
+from ..errors import BundleNotFoundError, StorageError, VersionExistsError, bullet_list
 from ..format.integrity import verify_files
 from ..format.layout import ALIASES_DIR, CLAIMS_DIR, MANIFEST_FILE
 from ..format.manifest import parse_manifest
@@ -168,7 +168,7 @@ class Root:
             pass  # another process cached it first
         except OSError as exc:
             if not (target / MANIFEST_FILE).is_file():
-                raise BundleError(f"Could not download {self.location}/{version}: {exc}") from exc
+                raise StorageError(f"Could not download {self.location}/{version}: {exc}") from exc
         finally:
             shutil.rmtree(download, ignore_errors=True)
         return target
@@ -216,7 +216,7 @@ class Root:
             candidate = self._next_version()
             if self._try_claim(candidate):
                 return candidate
-        raise BundleError(f"Could not claim a free version number under {self.location}.")
+        raise StorageError(f"Could not claim a free version number under {self.location}.")
 
     def _try_claim(self, version: str) -> bool:
         stamp = json.dumps({"claimed": _now(), "by": uuid.uuid4().hex}).encode()
