@@ -65,7 +65,6 @@ RANKS = {
     # named interface of a lower package.
     "export": 6,
     "serve": 6,
-    "_batching": 6,
     "spark": 6,
     "cli": 6,
 }

@@ -1,0 +1,75 @@
+"""Serve a bundle over HTTP: the Open Inference Protocol (V2), a plain JSON endpoint, metrics.
+
+A thin edge over ``Bundle.load`` + ``Bundle.predict``: every request is validated and
+coerced on its own by the bundle's input contract (so one bad request gets its own 400),
+concurrent requests are merged into one model call by a dynamic batcher
+(`bundle.serve.batching`), and each request gets exactly its own rows back.
+
+Endpoints::
+
+    GET  /v2                                       server metadata
+    GET  /v2/health/live                           200 while the process serves
+    GET  /v2/health/ready                          200 once the bundle is loaded and warmed up
+    GET  /v2/models/{name}[/versions/{version}]    model metadata: inputs, outputs, versions
+    GET  /v2/models/{name}[/versions/{version}]/ready
+    POST /v2/models/{name}[/versions/{version}]/infer
+    POST /predict                                  {"records": [...]} | {"columns": {...}}
+                                                   | {"instances": [...]} -> {"predictions"}
+    GET  /metrics                                  Prometheus text format
+
+Tabular bundles take one input tensor per column (``BYTES`` for strings, ``FP32``/``FP64``/
+``INT64``/``BOOL``... for numbers, shape ``[n]`` or ``[n, 1]``); array bundles take one
+tensor named ``input`` with the batch axis first. The output ``predictions`` holds the
+postprocessed predictions; ``scores`` (the model's raw outputs) is returned when the request
+names it in ``outputs``. The binary tensor data extension is supported both ways.
+
+Errors answer ``{"error": "..."}``: 400 for input problems (`SchemaError`, `StepError`, a
+malformed request), 404 for an unknown model, version or path, 413 for a body over the limit,
+503 while overloaded, and 500 with a request id (the traceback goes to the server log).
+
+Metrics: with one worker, each process keeps its own metrics. With ``workers > 1``, `run`
+turns on prometheus_client's multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``, a temporary
+directory unless already set), so any worker's ``/metrics`` reports the sum over all workers.
+
+Modules: `batching` (the dynamic batcher), `protocol` (the protocol's tensors), `served`
+(the bundle's tensors), `metrics`, `service` (a bundle behind its batcher), `app` (the
+Starlette app), `logs` (JSON logs), `runner` (`run` and its workers).
+
+Example:
+    >>> from bundle.serve import create_app, run
+    >>> app = create_app(Bundle.load("models/churn"))       # an ASGI app, to embed
+    >>> run("models/churn", port=8080, workers=2)           # what `bundle serve` calls
+"""
+
+from __future__ import annotations
+
+try:
+    import prometheus_client  # noqa: F401
+    import starlette  # noqa: F401
+    import uvicorn  # noqa: F401
+except ImportError as _exc:  # pragma: no cover - exercised only without the extra
+    raise ImportError(
+        f"bundle.serve needs the 'serve' extra ({_exc.name} is not installed).\n"
+        "Install it with: pip install 'keras-bundle[serve]'"
+    ) from _exc
+
+from .app import create_app
+from .logs import JsonFormatter, log_config
+from .runner import run
+from .service import (
+    DEFAULT_MAX_BATCH_SIZE,
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_QUEUE_ROWS,
+    DEFAULT_MAX_WAIT_MS,
+)
+
+__all__ = [
+    "DEFAULT_MAX_BATCH_SIZE",
+    "DEFAULT_MAX_BODY_BYTES",
+    "DEFAULT_MAX_QUEUE_ROWS",
+    "DEFAULT_MAX_WAIT_MS",
+    "JsonFormatter",
+    "create_app",
+    "log_config",
+    "run",
+]

@@ -1,0 +1,233 @@
+"""The served bundle as the protocol sees it: input and output tensors, and a warm-up row."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from bundle import SchemaError
+
+from .protocol import datatype_of
+
+_KIND_DATATYPES = {"string": "BYTES", "categorical": "BYTES", "datetime": "BYTES", "any": "BYTES"}
+
+
+@dataclass
+class Tensor:
+    name: str
+    datatype: str
+    shape: list[int]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
+
+
+@dataclass
+class Served:
+    """A loaded bundle seen through the protocol: its tensors and how to read requests."""
+
+    bundle: Any
+    name: str
+    version: str
+    schema: Any
+    schema_dict: dict[str, Any] | None
+    inputs: list[Tensor]
+    outputs: dict[str, Tensor] = field(default_factory=dict)
+    default_outputs: list[str] = field(default_factory=list)
+    has_postprocess: bool = False
+
+    @classmethod
+    def of(cls, loaded: Any) -> Served:
+        manifest = loaded.manifest
+        schema = loaded.input_schema
+        schema_dict = schema.to_dict() if schema is not None else manifest.input_schema
+        served = cls(
+            bundle=loaded,
+            name=str(manifest.name),
+            version=str(manifest.version),
+            schema=schema,
+            schema_dict=schema_dict,
+            inputs=_input_tensors(schema_dict, manifest.model["inputs"]),
+            has_postprocess=bool(manifest.postprocess),
+        )
+        served._outputs_from_manifest(manifest.model["outputs"])
+        return served
+
+    # ------------------------------------------------------------------ outputs
+    def _outputs_from_manifest(self, specs: list[dict[str, Any]]) -> None:
+        """Output tensors as far as the manifest tells (refined by `learn_outputs`)."""
+        raw = {
+            spec["name"]: Tensor(spec["name"], datatype_of(spec["dtype"]), _dims(spec["shape"]))
+            for spec in specs
+        }
+        if len(raw) == 1:
+            only = next(iter(raw.values()))
+            raw = {"scores": Tensor("scores", only.datatype, only.shape)}
+        if self.has_postprocess:
+            self.outputs = {"predictions": Tensor("predictions", "BYTES", [-1]), **raw}
+            self.default_outputs = ["predictions"]
+        else:
+            if len(raw) == 1:
+                raw = {"predictions": Tensor("predictions", *_pair(raw["scores"]))}
+            self.outputs = raw
+            self.default_outputs = list(raw)
+
+    def learn_outputs(self, predictions: Any, scores: Any) -> None:
+        """Take output datatypes and shapes from a real prediction (the warm-up's)."""
+        named = named_results(predictions, "predictions")
+        if scores is not None and self.has_postprocess:
+            named.update(named_results(scores, "scores"))
+        for name, array in named.items():
+            array = np.asarray(array)
+            self.outputs[name] = Tensor(name, datatype_of(array.dtype), [-1, *array.shape[1:]])
+        if not self.has_postprocess:
+            self.default_outputs = list(named_results(predictions, "predictions"))
+
+    # ------------------------------------------------------------------ inputs
+    def coerce(self, raw: Any, *, strict: bool) -> tuple[Any, int]:
+        """The canonical input and its row count; raises SchemaError on bad input."""
+        if self.schema is None:  # a bundle saved without an input contract
+            canonical = np.asarray(raw)
+            if canonical.ndim == 0:
+                raise SchemaError("Input must have a batch axis: send a list of samples.")
+            return canonical, int(canonical.shape[0])
+        canonical = self.schema.coerce(raw, strict=strict)
+        return canonical, int(self.schema.n_rows(canonical))
+
+    def raw_from_tensors(self, tensors: dict[str, np.ndarray]) -> Any:
+        """Protocol input tensors as the raw form the input contract reads."""
+        kind = (self.schema_dict or {}).get("kind", "array")
+        if kind == "tabular":
+            return {name: _column(name, array) for name, array in tensors.items()}
+        if kind == "multi":
+            raw: dict[str, Any] = {}
+            for name, sub in self.schema_dict["inputs"].items():
+                if sub.get("kind") == "tabular":
+                    prefix = f"{name}."
+                    raw[name] = {
+                        key[len(prefix) :]: _column(key, array)
+                        for key, array in tensors.items()
+                        if key.startswith(prefix)
+                    }
+                elif name in tensors:
+                    raw[name] = tensors[name]
+            known = {t.name for t in self.inputs}
+            extra = sorted(set(tensors) - known)
+            if extra:
+                raise SchemaError(
+                    f"Unknown input tensor(s) {', '.join(map(repr, extra))}; this model takes "
+                    f"{', '.join(sorted(known))}."
+                )
+            return raw
+        if len(tensors) != 1:
+            raise SchemaError(
+                f"Model {self.name!r} takes one input tensor ({self.inputs[0].name!r}) with the "
+                f"batch axis first; the request has {len(tensors)}: "
+                f"{', '.join(map(repr, sorted(tensors)))}."
+            )
+        return next(iter(tensors.values()))
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "versions": [self.version],
+            "platform": "keras-bundle",
+            "inputs": [tensor.to_dict() for tensor in self.inputs],
+            "outputs": [tensor.to_dict() for tensor in self.outputs.values()],
+        }
+
+    def warm_up_input(self) -> Any:
+        """One valid raw row made from the input contract (None if it cannot be made)."""
+        if self.schema_dict is None:
+            return None
+        return _example_of(self.schema_dict)
+
+
+def _pair(tensor: Tensor) -> tuple[str, list[int]]:
+    return tensor.datatype, tensor.shape
+
+
+def _dims(shape: list[int | None]) -> list[int]:
+    return [-1 if dim is None else int(dim) for dim in shape]
+
+
+def named_results(result: Any, default: str) -> dict[str, Any]:
+    if isinstance(result, Mapping):
+        return {str(key): value for key, value in result.items()}
+    if isinstance(result, (list, tuple)):
+        return {f"{default}_{i}": value for i, value in enumerate(result)}
+    return {default: result}
+
+
+def _column_datatype(column: Mapping[str, Any]) -> str:
+    kind = column.get("kind", "any")
+    if kind in _KIND_DATATYPES or not column.get("dtype"):
+        return _KIND_DATATYPES.get(kind, "BYTES")
+    try:
+        return datatype_of(np.dtype(column["dtype"]))
+    except TypeError:  # a pandas extension dtype: nullable ints and floats, booleans
+        return {"integer": "INT64", "float": "FP64", "bool": "BOOL"}.get(kind, "BYTES")
+
+
+def _input_tensors(schema: Mapping[str, Any] | None, model_inputs: list[dict]) -> list[Tensor]:
+    if schema is None:
+        spec = model_inputs[0]
+        return [Tensor("input", datatype_of(spec["dtype"]), _dims(spec["shape"]))]
+    kind = schema.get("kind")
+    if kind == "tabular":
+        return [Tensor(str(c["name"]), _column_datatype(c), [-1]) for c in schema["columns"]]
+    if kind == "multi":
+        tensors: list[Tensor] = []
+        for name, sub in schema["inputs"].items():
+            for tensor in _input_tensors(sub, model_inputs):
+                tensor_name = name if sub.get("kind") != "tabular" else f"{name}.{tensor.name}"
+                tensors.append(Tensor(tensor_name, tensor.datatype, tensor.shape))
+        return tensors
+    dtype = schema.get("dtype")
+    datatype = datatype_of(np.dtype(dtype)) if dtype else "BYTES"
+    return [Tensor("input", datatype, [-1, *_dims(list(schema.get("shape", [])))])]
+
+
+def _column(name: str, array: np.ndarray) -> np.ndarray:
+    """One tabular column from a tensor of shape [n] or [n, 1]."""
+    if array.ndim == 1:
+        return array
+    if array.ndim == 2 and array.shape[1] == 1:
+        return array[:, 0]
+    raise SchemaError(
+        f"Input tensor {name!r} has shape {list(array.shape)}, but a tabular bundle takes one "
+        "tensor per column with shape [n] or [n, 1] (n rows).",
+        column=name,
+    )
+
+
+def _example_value(column: Mapping[str, Any]) -> Any:
+    for key in ("closed_categories", "dtype_categories", "categories"):
+        if column.get(key):
+            return column[key][0]
+    kind = column.get("kind")
+    if kind in ("float", "integer"):
+        value = column.get("minimum")
+        return 0 if value is None else value
+    if kind == "bool":
+        return False
+    if kind == "string":
+        return "a"
+    if kind == "datetime":
+        tz = "[" in str(column.get("dtype")) and "," in str(column.get("dtype"))
+        return "2000-01-01T00:00:00+00:00" if tz else "2000-01-01T00:00:00"
+    return None
+
+
+def _example_of(schema: Mapping[str, Any]) -> Any:
+    kind = schema.get("kind")
+    if kind == "tabular":
+        return [{column["name"]: _example_value(column) for column in schema["columns"]}]
+    if kind == "multi":
+        return {name: _example_of(sub) for name, sub in schema["inputs"].items()}
+    shape = [1, *(dim or 1 for dim in schema.get("shape", []))]
+    dtype = schema.get("dtype") or "float32"
+    return np.zeros(shape, dtype=dtype)
