@@ -6,7 +6,7 @@ PIP := $(PY) -m pip
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: demo test lint bench clean java
+.PHONY: demo test lint bench clean java chromium
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml | $(PY)
 demo: $(VENV)/.installed
 	$(PY) examples/quickstart.py
 
-test: $(VENV)/.installed java
+test: $(VENV)/.installed java chromium
 	$(PY) -m pytest -q
 
 lint: $(VENV)/.installed
@@ -45,6 +45,21 @@ java:
 	      || echo "installing a Java runtime failed: the Spark tests will skip"; \
 	  else \
 	    echo "java not found and apt-get unavailable (or not root): the Spark tests will skip"; \
+	  fi; \
+	}
+
+# The drift report test (tests/test_drift_html.py) opens the HTML report in a real headless
+# Chromium: install Debian's chromium + chromium-driver when missing and apt-get can (root
+# on Debian/Ubuntu); a no-op when both are on PATH.
+chromium:
+	@{ command -v chromium && command -v chromedriver; } >/dev/null 2>&1 || { \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    echo "chromium not found: installing chromium chromium-driver"; \
+	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	      chromium chromium-driver >/dev/null; } \
+	      || echo "installing Chromium failed: the browser test of the drift report will skip"; \
+	  else \
+	    echo "chromium not found and apt-get unavailable (or not root): the browser test will skip"; \
 	  fi; \
 	}
 

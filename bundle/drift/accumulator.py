@@ -1,0 +1,307 @@
+"""Streaming drift counts against a profile: bounded memory, mergeable, a window for servers.
+
+`DriftAccumulator` keeps, per profiled feature, only counts (never values): for numeric
+features the number of values in each bucket between consecutive reference values (and
+exactly at each), for categorical ones the count per top training category, of other seen
+values, of unseen values (with the most frequent unseen ones named), and of missing values.
+Every statistic of the report derives from those counts, so accumulators built on batches,
+on Spark partitions or on time slots merge by adding, and give the same report as one pass.
+
+Memory per numeric feature: ``2 * len(reference) + 1`` counters (at most 4,001); per
+categorical feature: the top categories plus at most `MAX_TRACKED_UNSEEN` named unseen values.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from bundle.format.profile import FeatureProfile, Profile
+
+from .features import FeatureSource, extract
+
+MAX_TRACKED_UNSEEN = 1000  # distinct unseen values named per feature; the rest only counted
+
+__all__ = ["CategoricalCounts", "DriftAccumulator", "NumericCounts", "SlidingWindow"]
+
+
+def _splits(reference: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Bucket boundaries at each reference value t and just above it (t's next float).
+
+    Returns ``(splits, at, above)``: ``splits`` strictly increasing, and the position in it
+    of each reference value and of its successor, so that ``count(x < t)`` and
+    ``count(x <= t) = count(x < nextafter(t))`` are cumulative bucket counts.
+    """
+    reference = np.asarray(reference, dtype=np.float64)
+    successors = np.nextafter(reference, np.inf)
+    splits = np.unique(np.concatenate([reference, successors]))
+    return splits, np.searchsorted(splits, reference), np.searchsorted(splits, successors)
+
+
+class NumericCounts:
+    """Counts of one numeric feature's values in the buckets of its reference values."""
+
+    __slots__ = ("_above", "_at", "buckets", "missing", "profile", "splits")
+
+    def __init__(self, profile: FeatureProfile):
+        self.profile = profile
+        self.splits, self._at, self._above = _splits(profile.reference)
+        self.buckets = np.zeros(len(self.splits) + 1, dtype=np.int64)
+        self.missing = 0
+
+    def add(self, values: np.ndarray) -> None:
+        present = values[~np.isnan(values)]
+        self.missing += len(values) - len(present)
+        if not len(present):
+            return
+        index = np.searchsorted(self.splits, present, side="right")
+        if len(index) < 64:  # one-row requests: no 4,000-counter temporary per call
+            np.add.at(self.buckets, index, 1)
+        else:
+            self.buckets += np.bincount(index, minlength=len(self.buckets))
+
+    def merge(self, other: NumericCounts) -> None:
+        self.buckets += other.buckets
+        self.missing += other.missing
+
+    @property
+    def present(self) -> int:
+        return int(self.buckets.sum())
+
+    @property
+    def total(self) -> int:
+        return self.present + self.missing
+
+    def below(self, positions: np.ndarray) -> np.ndarray:
+        """How many values are < splits[p] for each position p (cumulative buckets)."""
+        cumulative = np.cumsum(self.buckets)
+        return cumulative[np.asarray(positions, dtype=np.int64)]
+
+    def at_reference(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(count(x < t), count(x <= t))`` for each reference value t."""
+        cumulative = np.cumsum(self.buckets)
+        return cumulative[self._at], cumulative[self._above]
+
+    def counts_between(self, edges: Sequence[float]) -> np.ndarray:
+        """Counts in the bins ``(-inf, e0), [e0, e1), ..., [e_last, inf)``; edges must be
+        reference values."""
+        positions = np.searchsorted(self.splits, np.asarray(edges, dtype=np.float64))
+        inner = self.below(positions) if len(positions) else np.array([], dtype=np.int64)
+        return np.diff(np.concatenate([[0], inner, [self.present]]))
+
+    def out_of_range(self) -> tuple[int, int]:
+        """Values below the training minimum and above the training maximum."""
+        if not len(self.profile.reference):
+            return 0, 0
+        below, at_or_below = self.at_reference()
+        return int(below[0]), int(self.present - at_or_below[-1])
+
+    def state(self) -> dict[str, Any]:
+        return {"buckets": self.buckets.copy(), "missing": self.missing}
+
+
+class CategoricalCounts:
+    """Counts of one categorical feature's values: per top category, other, unseen, missing."""
+
+    __slots__ = (
+        "_index",
+        "_seen",
+        "counts",
+        "missing",
+        "other",
+        "profile",
+        "unseen",
+        "unseen_values",
+    )
+
+    def __init__(self, profile: FeatureProfile):
+        self.profile = profile
+        self._index = pd.Index(list(profile.categories or ()), dtype=object)
+        self._seen = (
+            pd.Index(profile.seen.tolist(), dtype=object) if profile.seen is not None else None
+        )
+        self.counts = np.zeros(len(self._index), dtype=np.int64)
+        self.other = 0
+        self.unseen = 0
+        self.missing = 0
+        self.unseen_values: Counter[str] = Counter()
+
+    def add(self, keys: np.ndarray) -> None:
+        missing = pd.isna(keys)
+        count_missing = int(missing.sum())
+        self.missing += count_missing
+        present = keys[~missing] if count_missing else keys
+        if not len(present):
+            return
+        codes = self._index.get_indexer(present)
+        known = codes >= 0
+        if known.all():
+            self.counts += np.bincount(codes, minlength=len(self.counts))
+            return
+        self.counts += np.bincount(codes[known], minlength=len(self.counts))
+        rest = present[~known]
+        if self._seen is None:
+            self.other += len(rest)
+            return
+        unseen = self._seen.get_indexer(rest) < 0
+        self.other += int(len(rest) - unseen.sum())
+        if unseen.any():
+            self._add_unseen(rest[unseen])
+
+    def _add_unseen(self, values: np.ndarray) -> None:
+        self.unseen += len(values)
+        found = pd.Series(values).value_counts()
+        for value, count in found.items():
+            if value in self.unseen_values or len(self.unseen_values) < MAX_TRACKED_UNSEEN:
+                self.unseen_values[str(value)] += int(count)
+
+    def merge(self, other: CategoricalCounts) -> None:
+        self.counts += other.counts
+        self.other += other.other
+        self.missing += other.missing
+        self.unseen += other.unseen
+        for value, count in other.unseen_values.items():
+            if value in self.unseen_values or len(self.unseen_values) < MAX_TRACKED_UNSEEN:
+                self.unseen_values[value] += count
+
+    @property
+    def present(self) -> int:
+        return int(self.counts.sum()) + self.other + self.unseen
+
+    @property
+    def total(self) -> int:
+        return self.present + self.missing
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "counts": self.counts.copy(),
+            "other": self.other,
+            "unseen": self.unseen,
+            "missing": self.missing,
+            "unseen_values": dict(self.unseen_values),
+        }
+
+
+def counts_for(feature: FeatureProfile) -> NumericCounts | CategoricalCounts:
+    return NumericCounts(feature) if feature.is_numeric else CategoricalCounts(feature)
+
+
+class DriftAccumulator:
+    """Counts of current data against a `Profile`, batch by batch.
+
+    Example:
+        >>> acc = DriftAccumulator(bundle.profile)
+        >>> for frame in frames:
+        ...     acc.update(frame, outputs=bundle_outputs(frame))
+        >>> print(acc.report())
+    """
+
+    def __init__(self, profile: Profile, *, outputs: bool = True):
+        self.profile = profile
+        features = [f for f in profile if outputs or f.role == "input"]
+        self.counts = {f.name: counts_for(f) for f in features}
+        self._sources = {
+            role: [FeatureSource.of(f.name, f.kind, f.source) for f in features if f.role == role]
+            for role in ("input", "output")
+        }
+        self.rows = 0
+        self.output_rows = 0
+
+    @property
+    def follows_outputs(self) -> bool:
+        return bool(self._sources["output"])
+
+    def update(self, inputs: Any, outputs: Any = None, *, rows: int | None = None) -> None:
+        """Count one batch of inputs (canonical or raw DataFrame/array/dict) and outputs.
+
+        Args:
+            inputs: the batch as the bundle takes it; absent columns count as missing.
+            outputs: the batch's outputs frame (``prediction``, ``score_*`` columns), or None.
+            rows: the batch's rows, when `inputs` cannot tell.
+        """
+        values = extract(self._sources["input"], inputs, rows)
+        n = next((len(v) for v in values.values()), rows or 0)
+        for name, column in values.items():
+            self.counts[name].add(column)
+        self.rows += n
+        if outputs is not None and self._sources["output"]:
+            produced = extract(self._sources["output"], outputs)
+            for name, column in produced.items():
+                self.counts[name].add(column)
+            self.output_rows += next((len(v) for v in produced.values()), 0)
+
+    def merge(self, other: DriftAccumulator) -> DriftAccumulator:
+        """Add `other`'s counts (same profile) to this one; returns self."""
+        for name, counts in other.counts.items():
+            if name in self.counts:
+                self.counts[name].merge(counts)
+        self.rows += other.rows
+        self.output_rows += other.output_rows
+        return self
+
+    def report(self, thresholds: Any = None, *, label: str | None = None) -> Any:
+        """The drift report of everything counted so far (see `bundle.drift.DriftReport`)."""
+        from .report import build_report
+
+        return build_report(self, thresholds, label=label)
+
+
+class SlidingWindow:
+    """A `DriftAccumulator` over the last `seconds`, kept as `slots` rotating accumulators.
+
+    Thread-safe: a server's batch worker calls `update`, scrapes call `report`. Memory is
+    `slots` accumulators whatever the traffic; a report merges the live slots.
+    """
+
+    def __init__(
+        self,
+        profile: Profile,
+        *,
+        seconds: float = 600.0,
+        slots: int = 10,
+        clock: Any = time.monotonic,
+    ):
+        if seconds <= 0 or slots < 1:
+            raise ValueError(
+                f"A drift window needs seconds > 0 and slots >= 1; got {seconds}, {slots}."
+            )
+        self.profile = profile
+        self.seconds = float(seconds)
+        self.slot_seconds = self.seconds / slots
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._slots: dict[int, DriftAccumulator] = {}
+        self._n_slots = slots
+
+    def _current(self) -> DriftAccumulator:
+        slot = int(self._clock() // self.slot_seconds)
+        accumulator = self._slots.get(slot)
+        if accumulator is None:
+            oldest = slot - self._n_slots + 1
+            for old in [key for key in self._slots if key < oldest]:
+                del self._slots[old]
+            accumulator = self._slots[slot] = DriftAccumulator(self.profile)
+        return accumulator
+
+    def update(self, inputs: Any, outputs: Any = None, *, rows: int | None = None) -> None:
+        with self._lock:
+            self._current().update(inputs, outputs, rows=rows)
+
+    def snapshot(self) -> DriftAccumulator:
+        """One accumulator holding the counts of the live slots."""
+        merged = DriftAccumulator(self.profile)
+        with self._lock:
+            oldest = int(self._clock() // self.slot_seconds) - self._n_slots + 1
+            for slot, accumulator in self._slots.items():
+                if slot >= oldest:
+                    merged.merge(accumulator)
+        return merged
+
+    def report(self, thresholds: Any = None, *, label: str | None = None) -> Any:
+        return self.snapshot().report(thresholds, label=label)
