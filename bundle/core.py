@@ -6,8 +6,10 @@ This module orchestrates; each step of the work lives in its own module (see DES
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timezone
@@ -19,7 +21,13 @@ import numpy as np
 
 from .contract import InputSchema, infer_schema, schema_from_hints
 from .engine import Engine, n_rows
-from .errors import BundleError, SchemaError, UnsupportedFormatError, UsageError
+from .errors import (
+    BundleError,
+    ExtraColumnsWarning,
+    SchemaError,
+    UnsupportedFormatError,
+    UsageError,
+)
 from .format import golden
 from .format.environment import capture_environment, requirements_text, warn_on_mismatch
 from .format.integrity import file_table, hash_file, verify_files
@@ -31,6 +39,7 @@ from .format.layout import (
     REQUIREMENTS_FILE,
 )
 from .format.manifest import Manifest, read_manifest, write_manifest
+from .format.profile import Profile, read_profile, write_profile
 from .format.trust import check_trust, trust_parts
 from .format.verification import (
     Check,
@@ -46,6 +55,9 @@ from .storage import fetch, open_root
 from .storage import local as store
 
 _EMPTY = object()
+# Outputs wider than this (a 1000-class softmax) are profiled by their top score only.
+MAX_PROFILED_SCORES = 20
+DRIFT_BATCH_ROWS = 65_536
 
 EXPORTERS: dict[str, Callable[..., Path]] = {}
 """Export format -> exporter. The export edge registers itself (`register_exporter`), so the
@@ -108,6 +120,7 @@ class Bundle:
         self._manifest: Manifest | None = None
         self._path: Path | None = None
         self._engine: Engine | None = None
+        self._profile: Profile | None = None
 
     # ------------------------------------------------------------------ read-only views
     @property
@@ -150,6 +163,18 @@ class Bundle:
         """The version directory this bundle was saved to or loaded from."""
         return self._path
 
+    @property
+    def profile(self) -> Profile | None:
+        """The training profile (per-feature statistics for drift), None if it has none.
+
+        Written by `save` from the input example or ``profile_data``; ``print()`` it for a
+        table. Bundles saved before profiles existed have none, and load as before.
+        """
+        record = self._manifest.profile if self._manifest is not None else None
+        if self._profile is None and self._path is not None and record is not None:
+            self._profile = read_profile(self._path, record)
+        return self._profile
+
     def __repr__(self) -> str:
         version = self._manifest.version if self._manifest else self.version
         return (
@@ -160,7 +185,12 @@ class Bundle:
 
     # ------------------------------------------------------------------ save
     def save(
-        self, root: str | Path, *, overwrite: bool = False, **storage_options: Any
+        self,
+        root: str | Path,
+        *,
+        overwrite: bool = False,
+        profile_data: Any = None,
+        **storage_options: Any,
     ) -> Path | str:
         """Write this bundle as a new version under `root` and return where it went.
 
@@ -168,6 +198,12 @@ class Bundle:
         the version is written into a hidden staging directory, flushed to disk and renamed
         into place; on object storage, the version name is claimed atomically, every file is
         uploaded, and the manifest last. Either way no partial version is ever visible.
+
+        The bundle also stores a training profile for drift reports (`drift`), computed
+        from `profile_data` when given, else from the whole input example: a DataFrame,
+        array or dict of them, or a Parquet/CSV/JSON Lines file, streamed and sampled to
+        at most 100,000 rows. The sample is run through the model once to profile the
+        outputs too. Columns the bundle does not know (a target) are ignored.
 
         Returns:
             The version directory (a Path), or its URL for object storage.
@@ -179,7 +215,7 @@ class Bundle:
         scratch = Path(tempfile.mkdtemp(prefix="keras-bundle-")) if target.is_remote else None
         staging = store.staging_dir(scratch or target.local)
         try:
-            draft = self._write_parts(staging)
+            draft = self._write_parts(staging, profile_data)
             base_files = file_table(staging)
 
             def finalize(directory: Path, version: str) -> None:
@@ -204,7 +240,7 @@ class Bundle:
         self._path = None if target.is_remote else Path(location)
         return location if target.is_remote else Path(location)
 
-    def _write_parts(self, directory: Path) -> Manifest:
+    def _write_parts(self, directory: Path, profile_data: Any = None) -> Manifest:
         """Write every part but the model card and the manifest; return the draft manifest."""
         from .model import save_model
 
@@ -220,6 +256,7 @@ class Bundle:
             for i, step in enumerate(self._postprocess)
         ]
         example_record = self._write_example(directory)  # first: it may build the signature
+        profile_record = self._write_profile(directory, profile_data)
         inputs, outputs = self._get_engine().signature
         environment = capture_environment()
         (directory / REQUIREMENTS_FILE).write_text(requirements_text(environment))
@@ -241,6 +278,7 @@ class Bundle:
             input_schema=self._schema.to_dict() if self._schema is not None else None,
             example=example_record,
             metadata=self._metadata,
+            profile=profile_record,
         )
 
     def _write_example(self, directory: Path) -> dict[str, Any] | None:
@@ -265,6 +303,159 @@ class Bundle:
             "rtol": golden.DEFAULT_RTOL,
             "atol": golden.DEFAULT_ATOL,
         }
+
+    def _write_profile(self, directory: Path, profile_data: Any) -> dict[str, Any] | None:
+        """Profile `profile_data` (or the example), sampled, with the model's outputs."""
+        source = profile_data if profile_data is not None else self._example
+        if source is None:
+            return None
+        from .drift import RowSampler, build_profile
+
+        sampler = RowSampler().extend(self._data_chunks(source, DRIFT_BATCH_ROWS, None))
+        if sampler.sample is None:
+            return None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ExtraColumnsWarning)
+            try:
+                canonical = self._coerce(sampler.sample, strict=False)
+            except SchemaError as exc:
+                raise SchemaError(
+                    f"The profile data does not match the input contract of bundle "
+                    f"{self.name!r}:\n{exc}",
+                    problems=exc.problems,
+                    column=exc.column,
+                ) from exc
+        outputs = self._outputs_frame(self.predict(canonical, postprocess=False))
+        schema = self._schema.to_dict() if self._schema is not None else None
+        profile = build_profile(schema, canonical, outputs, source_rows=sampler.rows_seen)
+        self._profile = profile
+        return write_profile(profile, directory)
+
+    def _data_chunks(self, data: Any, batch_size: int, input_format: str | None) -> Iterator[Any]:
+        """`data` in chunks of at most `batch_size` rows: files are streamed, never read whole."""
+        from .drift.profiling import chunks_of
+
+        if isinstance(data, (str, os.PathLike)):
+            from .fileio import tabular as tabular_io
+
+            path = Path(data)
+            if not path.is_file():
+                raise UsageError(f"No data file at {path}: pass a Parquet, CSV or JSON Lines file.")
+            fmt = tabular_io.file_format(path, input_format)
+            yield from tabular_io.iter_batches(
+                path, batch_size=batch_size, fmt=fmt, column_types=self._csv_types([])
+            )
+        else:
+            yield from chunks_of(self._drift_form(data), batch_size)
+
+    def _drift_form(self, data: Any) -> Any:
+        """In-memory data in the form drift reads: a DataFrame with column names for tabular
+        bundles, arrays otherwise. Values are not checked here: drift counts what the
+        contract would refuse (unseen categories, missing values) instead of failing."""
+        import pandas as pd
+
+        kind = self._schema.kind if self._schema is not None else None
+        if kind == "tabular":
+            if hasattr(data, "iloc") and hasattr(data, "columns"):
+                return data
+            if isinstance(data, Mapping) and _is_columnar(data):
+                return pd.DataFrame(dict(data))
+            if isinstance(data, list) and data and all(isinstance(r, Mapping) for r in data):
+                return pd.DataFrame.from_records(data)
+        else:
+            arrays = isinstance(data, np.ndarray) or hasattr(data, "iloc")
+            columnar = isinstance(data, Mapping) and _is_columnar(data)
+            if (kind == "multi" and columnar) or (kind in ("array", None) and arrays):
+                return data
+        return self._coerce(data, strict=False)
+
+    def _outputs_frame(self, scores: Any) -> Any:
+        """The model's outputs as the columns drift follows: ``prediction``, ``score_*``."""
+        import pandas as pd
+
+        columns: dict[str, Any] = {}
+        if isinstance(scores, Mapping):
+            for name, value in scores.items():
+                flat = np.asarray(value).reshape(len(value), -1)
+                width = flat.shape[1]
+                names = (
+                    [f"{name}/score"] if width == 1 else [f"{name}/score_{i}" for i in range(width)]
+                )
+                columns.update(_score_columns(flat, names))
+            return pd.DataFrame(columns)
+        flat = np.asarray(scores).reshape(len(scores), -1)
+        if self._postprocess:
+            predictions = np.asarray(self._get_engine().postprocess(scores))
+            if predictions.ndim == 1 or (predictions.ndim == 2 and predictions.shape[1] == 1):
+                columns["prediction"] = predictions.reshape(-1)
+        columns.update(_score_columns(flat, self._score_names(flat.shape[1])))
+        return pd.DataFrame(columns)
+
+    # ------------------------------------------------------------------ drift
+    def drift(
+        self,
+        data: Any,
+        *,
+        thresholds: Any = None,
+        outputs: bool = True,
+        batch_size: int = DRIFT_BATCH_ROWS,
+        input_format: str | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> Any:
+        """Compare `data` with the training profile: per-feature drift and a verdict.
+
+        Args:
+            data: a DataFrame, an array, a dict of them, JSON records, any input `predict`
+                accepts, or a Parquet/CSV/JSON Lines file path (streamed in batches).
+            thresholds: a `bundle.drift.DriftThresholds`, or a dict overriding some of its
+                defaults (``{"psi": 0.1, "unseen": None}``; None switches a check off).
+            outputs: also run the model and compare its outputs (predicted classes,
+                scores) with training's; False reads the data only.
+            batch_size: rows read and scored at a time: bounds the memory used.
+            input_format: "parquet", "csv" or "jsonl" when a file's suffix does not tell.
+            progress: called with the rows of each batch done.
+
+        Returns:
+            A `bundle.drift.DriftReport`: falsy when something drifted; ``print()`` it for
+            a table, ``.to_json()``, ``.to_html()`` for a self-contained page.
+
+        Raises:
+            BundleError: the bundle has no training profile.
+
+        Example:
+            >>> report = Bundle.load("models/churn").drift("today.parquet")
+            >>> if not report:
+            ...     print(report.drifted[0].name, report.drifted[0].reasons)
+        """
+        from .drift import DriftAccumulator
+        from .drift.report import no_profile_error
+
+        label = self._manifest.label if self._manifest is not None else f"bundle {self.name!r}"
+        profile = self.profile
+        if profile is None:
+            raise no_profile_error(label)
+        accumulator = DriftAccumulator(profile, outputs=outputs)
+        for chunk in self._data_chunks(data, batch_size, input_format):
+            produced = (
+                self._drift_outputs(chunk, accumulator) if accumulator.follows_outputs else None
+            )
+            accumulator.update(chunk, produced)
+            if progress is not None:
+                progress(n_rows(chunk))
+        return accumulator.report(thresholds, label=label)
+
+    def _drift_outputs(self, chunk: Any, accumulator: Any) -> Any:
+        """The outputs frame of a chunk, or None (noted) when the contract refuses it."""
+        if n_rows(chunk) == 0:
+            return None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ExtraColumnsWarning)
+            try:
+                scores = self.predict(chunk, postprocess=False)
+            except SchemaError as exc:
+                accumulator.refuse(n_rows(chunk), str(exc))
+                return None
+        return self._outputs_frame(scores)
 
     # ------------------------------------------------------------------ load
     @classmethod
@@ -325,6 +516,7 @@ class Bundle:
         bundle._schema = InputSchema.from_dict(schema) if schema is not None else None
         bundle._manifest = manifest
         bundle._path = path
+        bundle._profile = None
         bundle._engine = Engine(
             model,
             bundle._preprocess,
@@ -633,6 +825,19 @@ class Bundle:
                 custom_objects=custom,
             )
         return self._engine
+
+
+def _score_columns(flat: np.ndarray, names: Sequence[str]) -> dict[str, np.ndarray]:
+    """Score columns by name; only the top score when there are too many to follow."""
+    if flat.shape[1] > MAX_PROFILED_SCORES:
+        return {"score_max": flat.max(axis=1)}
+    return {name: flat[:, i] for i, name in enumerate(names)}
+
+
+def _is_columnar(data: Mapping[str, Any]) -> bool:
+    """A dict of equally long arrays or frames (columns, or a multi-input batch)."""
+    values = list(data.values())
+    return bool(values) and all(hasattr(v, "__len__") and not isinstance(v, str) for v in values)
 
 
 def _as_steps(value: Any, argument: str, method: str) -> list[Any]:

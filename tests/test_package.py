@@ -59,6 +59,7 @@ RANKS = {
     "model": 2,  # Keras: save/load, signature, custom objects, the compiled forward pass
     "storage": 2,  # where bundles live: roots, object storage, archives, locating
     "engine": 3,  # the predict path
+    "drift": 3,  # drift statistics, reports and live windows against the stored profile
     "core": 4,  # `Bundle`
     "releases": 4,
     # Edges, above the public surface (rank 5): each goes through the public API or the

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import diff, inspect, predict, releases, serve  # noqa: F401  (register the commands)
+from . import diff, drift, inspect, predict, releases, serve  # noqa: F401  (register the commands)
 from .app import cli, main
 
 __all__ = ["cli", "main"]

@@ -1,4 +1,4 @@
-"""The ``bundle`` command: inspect, verify, list, predict, archive, tag, diff and serve bundles.
+"""The ``bundle`` command: inspect, verify, list, predict, drift, archive, tag, diff, serve.
 
 Every PATH is anything `Bundle.load` accepts: a version directory, a root of versions (the
 highest is taken, or ``--version``), ``root@alias``, a ``.tar.gz``/``.zip`` archive, or any
@@ -7,8 +7,8 @@ of these as an fsspec URL (``s3://bucket/models/churn``).
 Exit codes::
 
     0  success (for `verify`: every check passed; for `diff`: always, unless --exit-code)
-    1  an error (``Error: <message>`` on stderr), a failed check, or with
-       ``diff --exit-code`` bundles that differ
+    1  an error (``Error: <message>`` on stderr), a failed check, drift beyond the
+       thresholds (`drift`), or with ``diff --exit-code`` bundles that differ
     2  bad usage: a missing argument, an unknown option, an invalid value (click's convention)
 
 Tracebacks are printed only with ``bundle --debug <command> ...``.
@@ -123,7 +123,8 @@ def _emit_json(data: Any) -> None:
 )
 @click.pass_context
 def cli(ctx: click.Context, debug: bool) -> None:
-    """Inspect, verify, list, predict with, archive, tag, diff and serve keras-bundles.
+    """Inspect, verify, list, predict with, check drift of, archive, tag, diff and serve
+    keras-bundles.
 
     PATH is a bundle version directory, a root of versions (the highest, or --version),
     ROOT@ALIAS, a .tar.gz/.zip archive, or any of these as an fsspec URL (s3://...).

@@ -12,7 +12,16 @@ from ..errors import BundleNotFoundError, UsageError
 from ..format.layout import MANIFEST_FILE
 from ..storage import is_url
 from .app import CONTEXT_SETTINGS, JSON_OPTION, TRUSTED_OPTION, VERSION_OPTION, _emit_json, cli
-from .reading import _facts, _human_size, _input_schema, _read_manifest_at, _render_inspect, _table
+from .reading import (
+    _facts,
+    _human_size,
+    _input_schema,
+    _profile_features,
+    _profile_of,
+    _read_manifest_at,
+    _render_inspect,
+    _table,
+)
 
 
 # ---------------------------------------------------------------------------- inspect
@@ -27,17 +36,21 @@ def inspect(path: str, version: str | None, as_json: bool) -> None:
     """Show what a bundle holds, from its manifest alone (nothing is loaded).
 
     Name, version, creation time, size, metadata, the input contract, the model signature,
-    the steps and custom objects, which parts need --trusted and why, and the training
-    environment next to the running one. The bundle's README.md model card holds the same
+    the steps and custom objects, which parts need --trusted and why, the training profile
+    (per feature: kind, missing share, range or top values), and the training environment
+    next to the running one. The bundle's README.md model card holds the same
     facts. With a remote PATH only manifest.json is downloaded.
     """
     found = _read_manifest_at(path, version)
     manifest = found.manifest
     facts = _facts(manifest, found.where)
+    profile = _profile_of(found)
+    if profile is not None:
+        facts["profile"]["features"] = _profile_features(profile)
     if as_json:
         _emit_json(facts)
         return
-    click.echo(_render_inspect(facts, _input_schema(manifest)))
+    click.echo(_render_inspect(facts, _input_schema(manifest), profile))
 
 
 # ---------------------------------------------------------------------------- verify

@@ -15,6 +15,7 @@ from ..errors import BundleNotFoundError
 from ..format.environment import PACKAGES, capture_environment, major_minor
 from ..format.layout import MANIFEST_FILE
 from ..format.manifest import Manifest, parse_manifest, read_manifest
+from ..format.profile import Profile, feature_summary, read_profile, render_profile
 from ..format.trust import PLUMBING
 from ..storage import fetch, is_archive_name, is_url, open_root, split_alias
 
@@ -198,10 +199,34 @@ def _facts(manifest: Manifest, location: str) -> dict[str, Any]:
         "custom_objects": [dict(record) for record in manifest.custom_objects],
         "example": manifest.example,
         "metadata": manifest.metadata,
+        "profile": dict(manifest.profile) if manifest.profile is not None else None,
     }
 
 
-def _render_inspect(facts: Mapping[str, Any], schema: InputSchema | None) -> str:
+def _profile_of(found: _Located) -> Profile | None:
+    """The training profile of a local bundle (its two small files), None otherwise."""
+    record = found.manifest.profile
+    if record is None or found.local is None:
+        return None
+    return read_profile(found.local, record)
+
+
+def _profile_features(profile: Profile) -> list[dict[str, Any]]:
+    return [
+        {
+            "name": feature.name,
+            "role": feature.role,
+            "kind": feature.kind,
+            "missing": feature.missing_rate,
+            "summary": feature_summary(feature),
+        }
+        for feature in profile
+    ]
+
+
+def _render_inspect(
+    facts: Mapping[str, Any], schema: InputSchema | None, profile: Profile | None = None
+) -> str:
     out = [
         _heading(f"{facts['name']} {facts['version']}"),
         _table(
@@ -236,6 +261,14 @@ def _render_inspect(facts: Mapping[str, Any], schema: InputSchema | None) -> str
             + [("output", t["name"], _signature_line(t)) for t in model["outputs"]],
         )
     )
+    out += ["", _heading("Training profile")]
+    record = facts.get("profile")
+    if profile is not None:
+        out.append(render_profile(profile, indent="  "))
+    elif record is not None:
+        out.append(f"  {record['rows']:,} rows profiled ({record['file']}; not downloaded)")
+    else:
+        out.append("  (none: saved without a profile; `bundle drift` needs one)")
     out += ["", _heading("Steps")]
     if facts["steps"]:
         out.append(

@@ -212,6 +212,13 @@ class DriftAccumulator:
         }
         self.rows = 0
         self.output_rows = 0
+        self.refused_rows = 0
+        self.refusal: str | None = None
+
+    def refuse(self, rows: int, reason: str) -> None:
+        """Note `rows` whose outputs could not be computed (the first reason is kept)."""
+        self.refused_rows += rows
+        self.refusal = self.refusal or reason
 
     @property
     def follows_outputs(self) -> bool:
@@ -243,6 +250,8 @@ class DriftAccumulator:
                 self.counts[name].merge(counts)
         self.rows += other.rows
         self.output_rows += other.output_rows
+        if other.refused_rows:
+            self.refuse(other.refused_rows, other.refusal or "")
         return self
 
     def report(self, thresholds: Any = None, *, label: str | None = None) -> Any:

@@ -212,7 +212,8 @@ def render_html(report: DriftReport) -> str:
         f'<div class="meta">{report.rows:,} current rows against {report.training_rows:,} '
         f"training rows · thresholds: {html.escape(thresholds)} · {created}</div>"
         f'<div class="verdict {"bad" if drifted else "good"}">{verdict}</div>'
-        f"<table>{header}{rows}</table>{sections}"
+        + "".join(f'<div class="meta">Note: {html.escape(note)}</div>' for note in report.notes)
+        + f"<table>{header}{rows}</table>{sections}"
         '<div class="meta">keras-bundle drift report: bars are shares of rows per bin; '
         "training in blue, current in orange.</div></body></html>\n"
     )

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from bundle.errors import BundleError
+from bundle.errors import UsageError
 
 from . import statistics as stats
 from .accumulator import CategoricalCounts, DriftAccumulator, NumericCounts
@@ -128,6 +128,7 @@ class DriftReport:
     thresholds: DriftThresholds
     features: list[FeatureDrift]
     training_rows: int = 0
+    notes: list[str] = field(default_factory=list)
 
     @property
     def drifted(self) -> list[FeatureDrift]:
@@ -158,6 +159,7 @@ class DriftReport:
             "drift": self.has_drift,
             "drifted_features": [feature.name for feature in self.drifted],
             "thresholds": asdict(self.thresholds),
+            "notes": list(self.notes),
             "features": [feature.to_dict() for feature in self.features],
         }
 
@@ -200,12 +202,21 @@ def build_report(
         else:
             features.append(_categorical_drift(counts, limits))
     features.sort(key=lambda f: (-f.severity, f.role != "input", f.name))
+    notes = []
+    if accumulator.refused_rows:
+        first = (accumulator.refusal or "").split("\n")[0]
+        notes.append(
+            f"{accumulator.refused_rows:,} of {accumulator.rows:,} rows could not be scored "
+            f"(the input contract refused their batch: {first}); the output distributions "
+            "cover the other rows. Input drift counts every row."
+        )
     return DriftReport(
         label=label or "the bundle",
         rows=accumulator.rows,
         thresholds=limits,
         features=features,
         training_rows=accumulator.profile.rows,
+        notes=notes,
     )
 
 
@@ -439,6 +450,7 @@ def render_table(report: DriftReport) -> str:
     ]
     for f in drifted[:5]:
         lines.append(f"- {f.name}: " + "; ".join(f.reasons))
+    lines += [f"Note: {note}" for note in report.notes]
     for f in report.features:
         if f.unseen_values:
             shown = ", ".join(f"{value!r} {share:.1%}" for value, share in f.unseen_values)
@@ -446,8 +458,8 @@ def render_table(report: DriftReport) -> str:
     return "\n".join(lines)
 
 
-def no_profile_error(label: str) -> BundleError:
-    return BundleError(
+def no_profile_error(label: str) -> UsageError:
+    return UsageError(
         f"{label.capitalize()} has no training profile, so there is nothing to compare "
         "against: it was saved by a keras-bundle without profiles, or without an input "
         "example.\nSave it again with an input example or "

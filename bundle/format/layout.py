@@ -9,6 +9,7 @@ A version directory::
       custom_objects/<name>.pkl
       example/                 the input example and the outputs it produced at save time
       requirements.txt         the training environment's versions
+      profile/                 the training profile: profile.json + profile.npz (drift)
       README.md                the generated model card
 
 Next to the versions, a root keeps hidden bookkeeping that is never a version:
@@ -27,6 +28,9 @@ __all__ = [
     "MANIFEST_FILE",
     "MODEL_CARD_FILE",
     "MODEL_FILE",
+    "PROFILE_ARRAYS",
+    "PROFILE_DIR",
+    "PROFILE_FILE",
     "REQUIREMENTS_FILE",
     "STAGING_PREFIX",
     "STEPS_DIR",
@@ -42,6 +46,9 @@ CUSTOM_OBJECTS_DIR = "custom_objects"
 EXAMPLE_DIR = "example"
 REQUIREMENTS_FILE = "requirements.txt"
 MODEL_CARD_FILE = "README.md"
+PROFILE_DIR = "profile"
+PROFILE_FILE = f"{PROFILE_DIR}/profile.json"
+PROFILE_ARRAYS = f"{PROFILE_DIR}/profile.npz"
 # A step's file extension by serializer.
 STEP_EXTENSIONS = {"native": "npz", "joblib": "joblib", "cloudpickle": "pkl"}
 

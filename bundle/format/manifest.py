@@ -58,12 +58,19 @@ class Manifest:
     example: dict[str, Any] | None = None
     files: dict[str, dict[str, Any]] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
+    # The training profile's files (`bundle.format.profile`), None without one. Optional in
+    # the schema and left out of manifest.json when None, so bundles without a profile are
+    # written exactly as before and older readers keep reading them.
+    profile: dict[str, Any] | None = None
     format: str = FORMAT_NAME
     format_version: int = FORMAT_VERSION
 
     def to_dict(self) -> dict[str, Any]:
         """The manifest as the JSON-ready dict written to ``manifest.json``."""
-        return asdict(self)
+        data = asdict(self)
+        if data["profile"] is None:
+            del data["profile"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, source: str = MANIFEST_FILE) -> Manifest:

@@ -29,9 +29,8 @@ import numpy as np
 
 from bundle.errors import ManifestError, UnsupportedFormatError
 
-PROFILE_DIR = "profile"
-PROFILE_FILE = f"{PROFILE_DIR}/profile.json"
-PROFILE_ARRAYS = f"{PROFILE_DIR}/profile.npz"
+from .layout import PROFILE_ARRAYS, PROFILE_DIR, PROFILE_FILE
+
 PROFILE_VERSION = 1
 """The profile layout version; a newer one is refused, an older one is read as written."""
 
