@@ -27,7 +27,18 @@ import bundle
 from bundle import Bundle
 
 BUNDLE = shutil.which("bundle", path=os.path.dirname(sys.executable))
-COMMANDS = ["inspect", "verify", "list", "predict", "archive", "tag", "diff", "serve", "export"]
+COMMANDS = [
+    "inspect",
+    "verify",
+    "list",
+    "predict",
+    "archive",
+    "tag",
+    "diff",
+    "serve",
+    "export",
+    "drift",
+]
 COLUMNS = ["age", "income", "score", "visits", "plan", "region"]
 
 pytestmark = pytest.mark.skipif(BUNDLE is None, reason="the `bundle` script is not installed")

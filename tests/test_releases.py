@@ -111,12 +111,12 @@ def test_verify_of_a_fresh_bundle_passes_every_check(tabular_bundle):
     names = [check.name for check in report.checks]
     assert names == ["files", "load", "environment", "example scores", "example predictions"]
     details = {check.name: check.detail for check in report.checks}
-    assert details["files"] == "8 files match their sha256 and size"
+    assert details["files"] == "10 files match their sha256 and size"  # 8 + the profile's two
     assert details["environment"] == "same versions as at save time"
     assert details["example scores"].startswith("max |difference| ")
     assert details["example scores"].endswith("over 300 values (rtol=1e-05, atol=1e-06)")
     assert details["example predictions"] == "100 of 100 equal"
-    assert str(report).startswith("bundle 'churn' 1.0.0: verified\nPASS  files: 8 files")
+    assert str(report).startswith("bundle 'churn' 1.0.0: verified\nPASS  files: 10 files")
     assert report.to_dict()["ok"] is True
 
 
@@ -204,7 +204,7 @@ def test_verify_without_load_checks_manifest_and_files_only(tabular_bundle, bund
     report = bundle.verify(copy, load=False)
     assert not report
     assert [(c.name, c.passed) for c in report.checks] == [("manifest", True), ("files", False)]
-    assert "1 of 8 files in bundle 'churn' 1.0.0 do not match" in report.checks[1].detail
+    assert "1 of 10 files in bundle 'churn' 1.0.0 do not match" in report.checks[1].detail
     assert "- model.keras: 11 bytes on disk" in report.checks[1].detail
 
 
