@@ -66,7 +66,14 @@ from bundle.errors import StorageError, UsageError
 from bundle.format import hash_file
 from bundle.storage import is_archive_name, is_url, open_root, split_alias
 
-__all__ = ["DEFAULT_BATCH_SIZE", "LABEL_COLUMN", "load_counter", "predict_udf", "score"]
+__all__ = [
+    "DEFAULT_BATCH_SIZE",
+    "LABEL_COLUMN",
+    "drift",
+    "load_counter",
+    "predict_udf",
+    "score",
+]
 
 DEFAULT_BATCH_SIZE = 10_000  # rows per model call in `score` (Arrow's default batch too)
 LABEL_COLUMN = "prediction"
@@ -237,6 +244,238 @@ def load_counter(spark: Any) -> Any:
     jobs every process should show 1.
     """
     return spark.sparkContext.accumulator({}, _CountsParam())
+
+
+# --------------------------------------------------------------------------- drift
+
+
+def drift(
+    df: Any,
+    path_or_url: str | Path,
+    *,
+    thresholds: Any = None,
+    outputs: bool = True,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    trusted: bool = False,
+    version: str | None = None,
+    **storage_options: Any,
+) -> Any:
+    """The drift report of a Spark DataFrame against a bundle's training profile.
+
+    The same report as ``Bundle.drift`` on the same rows, computed with Spark aggregations:
+    each feature's values are mapped to the profile's buckets (``Bucketizer`` at the
+    reference values, category keys against the training categories) and counted with one
+    ``groupBy``; only the counts (a few thousand per feature) and the most frequent unseen
+    values reach the driver, never the rows. With `outputs`, the model's outputs come from
+    `score` on the executors and are counted the same way.
+
+    Args:
+        df: the ``pyspark.sql.DataFrame`` to compare; absent columns count as missing.
+        path_or_url: as for `predict_udf`.
+        thresholds: as for ``Bundle.drift``.
+        outputs: also score the rows and compare the outputs' distributions.
+        batch_size, trusted, version, storage_options: as for `score`.
+
+    Returns:
+        A ``bundle.drift.DriftReport``.
+
+    Example:
+        >>> report = drift(spark.read.parquet("s3://bucket/today/"), "models/churn.tar.gz")
+        >>> report.has_drift, report.features[0].name
+    """
+    from bundle.drift import DriftAccumulator
+
+    spark = df.sparkSession
+    _source, loaded = _prepare_source(spark, path_or_url, version, trusted, storage_options)
+    profile = loaded.profile
+    if profile is None:
+        from bundle.drift.report import no_profile_error
+
+        raise no_profile_error(loaded.manifest.label)
+    accumulator = DriftAccumulator(profile, outputs=outputs)
+    accumulator.rows = _count_features(df, list(profile.inputs), accumulator)
+    if outputs and profile.outputs:
+        scored = score(
+            df,
+            path_or_url,
+            batch_size=batch_size,
+            trusted=trusted,
+            version=version,
+            **storage_options,
+        )
+        accumulator.output_rows = _count_features(scored, list(profile.outputs), accumulator)
+    return accumulator.report(thresholds, label=loaded.manifest.label)
+
+
+_MISSING_BUCKET = -1
+_OTHER, _UNSEEN = "\x00other", "\x00unseen"
+
+
+def _count_features(df: Any, features: Sequence[Any], accumulator: Any) -> int:
+    """Fill `accumulator`'s counts for `features` from `df` with Spark aggregations.
+
+    Returns the number of rows counted.
+    """
+    from pyspark.sql import functions as F
+
+    if not features:
+        return int(df.count())
+    numeric = [f for f in features if f.is_numeric]
+    frame, bucket_columns = _bucketed(df, numeric, accumulator)
+    entries = []
+    for index, feature in enumerate(features):
+        if feature.is_numeric:
+            bucket = F.col(bucket_columns[feature.name]).cast("int")
+            entries.append(
+                F.struct(
+                    F.lit(index).alias("f"),
+                    bucket.alias("b"),
+                    F.lit(None).cast("string").alias("k"),
+                )
+            )
+        else:
+            key = _category_key(frame, feature, accumulator.counts[feature.name])
+            entries.append(
+                F.struct(
+                    F.lit(index).alias("f"), F.lit(None).cast("int").alias("b"), key.alias("k")
+                )
+            )
+    long = frame.select(F.explode(F.array(*entries)).alias("e")).select("e.f", "e.b", "e.k")
+    counted = long.groupBy("f", "b", "k").count().collect()
+    rows_per_feature: dict[int, int] = {}
+    for row in counted:
+        feature = features[row["f"]]
+        counts = accumulator.counts[feature.name]
+        n = int(row["count"])
+        rows_per_feature[row["f"]] = rows_per_feature.get(row["f"], 0) + n
+        if feature.is_numeric:
+            bucket = row["b"]
+            missing = bucket is None or bucket == _MISSING_BUCKET or bucket >= len(counts.buckets)
+            counts.add_counts(None if missing else int(bucket), n)
+        elif row["k"] == _OTHER:
+            counts.add_counts(_OTHER, n)
+        else:
+            counts.add_counts(row["k"], n, unseen=row["k"] == _UNSEEN)
+    _count_unseen(frame, features, accumulator)
+    return max(rows_per_feature.values(), default=0)
+
+
+def _bucketed(df: Any, numeric: Sequence[Any], accumulator: Any) -> tuple[Any, dict[str, str]]:
+    """`df` with one bucket column per numeric feature (NaN bucket for missing values)."""
+    from pyspark.ml.feature import Bucketizer
+    from pyspark.sql import functions as F
+
+    frame = df
+    names: dict[str, str] = {}
+    inputs, outputs, splits = [], [], []
+    for i, feature in enumerate(numeric):
+        counts = accumulator.counts[feature.name]
+        value = _numeric_value(df, feature)
+        missing = value.isNull() | F.isnan(value) | (F.abs(value) == float("inf"))
+        value_column, bucket_column = f"__drift_value_{i}", f"__drift_bucket_{i}"
+        frame = frame.withColumn(
+            value_column, F.when(missing, F.lit(float("nan"))).otherwise(value)
+        )
+        names[feature.name] = bucket_column
+        inner = [float(s) for s in counts.splits]
+        if not inner:  # no training values: every present value is in the one bucket
+            frame = frame.withColumn(
+                bucket_column,
+                F.when(F.isnan(F.col(value_column)), F.lit(_MISSING_BUCKET)).otherwise(F.lit(0)),
+            )
+            continue
+        inputs.append(value_column)
+        outputs.append(bucket_column)
+        splits.append([-float("inf"), *inner, float("inf")])
+    if inputs:
+        bucketizer = Bucketizer(
+            splitsArray=splits, inputCols=inputs, outputCols=outputs, handleInvalid="keep"
+        )
+        frame = bucketizer.transform(frame)
+    return frame, names
+
+
+def _numeric_value(df: Any, feature: Any) -> Any:
+    """A feature's number: the column as double, a text's length, datetimes in seconds."""
+    from pyspark.sql import functions as F
+    from pyspark.sql import types as T
+
+    column = feature.source.get("column")
+    if column not in df.columns:
+        return F.lit(None).cast("double")
+    dtype = df.schema[column].dataType
+    if feature.kind == "text":
+        return F.length(F.col(column)).cast("double")
+    if isinstance(dtype, (T.TimestampType, T.TimestampNTZType, T.DateType)):
+        return F.unix_micros(F.col(column).cast("timestamp")).cast("double") / 1e6
+    return F.col(column).cast("double")
+
+
+def _category_key(df: Any, feature: Any, counts: Any) -> Any:
+    """A value's key mapped to itself (a top category), `_OTHER`, `_UNSEEN`, or null."""
+    from pyspark.sql import functions as F
+
+    key = _raw_key(df, feature)
+    top = list(counts.profile.categories or ())
+    mapped = F.when(key.isNull(), F.lit(None).cast("string"))
+    if top:
+        mapped = mapped.when(key.isin(top), key)
+    seen = counts.profile.seen
+    if seen is None:
+        return mapped.otherwise(F.lit(_OTHER))
+    return mapped.when(key.isin(seen.tolist()), F.lit(_OTHER)).otherwise(F.lit(_UNSEEN))
+
+
+def _raw_key(df: Any, feature: Any) -> Any:
+    from pyspark.sql import functions as F
+    from pyspark.sql import types as T
+
+    column = feature.source.get("column")
+    if column not in df.columns:
+        return F.lit(None).cast("string")
+    col = F.col(column)
+    dtype = df.schema[column].dataType
+    if isinstance(dtype, T.BooleanType):
+        return F.when(col.isNull(), F.lit(None)).when(col, F.lit("True")).otherwise(F.lit("False"))
+    if isinstance(dtype, (T.FloatType, T.DoubleType)):
+        whole = col == F.floor(col)
+        return (
+            F.when(F.isnan(col), F.lit(None))
+            .when(whole, col.cast("long").cast("string"))
+            .otherwise(col.cast("string"))
+        )
+    return col.cast("string")
+
+
+def _count_unseen(frame: Any, features: Sequence[Any], accumulator: Any) -> None:
+    """The most frequent unseen values per categorical feature (bounded, like the stream)."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    from bundle.drift.accumulator import MAX_TRACKED_UNSEEN
+
+    watched = [
+        (i, f)
+        for i, f in enumerate(features)
+        if not f.is_numeric and f.seen is not None and accumulator.counts[f.name].unseen
+    ]
+    if not watched:
+        return
+    entries = [
+        F.struct(
+            F.lit(i).alias("f"),
+            _raw_key(frame, f).alias("k"),
+            _category_key(frame, f, accumulator.counts[f.name]).alias("m"),
+        )
+        for i, f in watched
+    ]
+    long = frame.select(F.explode(F.array(*entries)).alias("e")).select("e.f", "e.k", "e.m")
+    unseen = long.filter(F.col("m") == _UNSEEN).groupBy("f", "k").count()
+    ranked = unseen.withColumn(
+        "r", F.row_number().over(Window.partitionBy("f").orderBy(F.desc("count"), F.asc("k")))
+    ).filter(F.col("r") <= MAX_TRACKED_UNSEEN)
+    for row in ranked.collect():
+        accumulator.counts[features[row["f"]].name].name_unseen(row["k"], int(row["count"]))
 
 
 # --------------------------------------------------------------------------- the source

@@ -358,3 +358,35 @@ def test_first_bad_row_bisects_to_the_first_refused_row(tabular_bundle):
     frame["age"] = frame["age"].astype(object)
     frame.loc[[37, 80], "age"] = "old"
     assert _first_bad_row(saved, frame) == 37
+
+
+# --------------------------------------------------------------------------- drift
+
+
+@pytest.mark.slow
+def test_drift_with_spark_aggregations_matches_bundle_drift(spark, reference, rows, tmp_path):
+    from bundle.spark import drift
+
+    path, loaded = reference
+    frame = rows[1].iloc[:30_000].drop(columns="row_id").reset_index(drop=True)
+    frame["num_2"] = frame["num_2"] * 1.5 + 1  # a planted shift
+    frame.loc[frame.index[:1_200], "cat_b"] = "cat_b_new"  # a new category, 4%
+    frame.loc[frame.index[:600], "num_5"] = np.nan  # missing values training never had
+    frame.to_parquet(tmp_path / "current.parquet", row_group_size=7_000)
+    df = spark.read.parquet(str(tmp_path / "current.parquet"))
+
+    report = drift(df, str(path)).to_dict()
+    expected = loaded.drift(frame).to_dict()
+
+    assert report["rows"] == expected["rows"] == 30_000
+    assert report["drifted_features"][0] == expected["drifted_features"][0] == "num_2"
+    got = {f["name"]: f for f in report["features"]}
+    for want in expected["features"]:
+        if want["role"] == "input":  # the same counts: the same numbers
+            assert got[want["name"]] == want, want["name"]
+        else:  # scores computed in other batches may differ in the last float32 bit
+            for key in ("psi", "ks", "js"):
+                if want[key] is not None:
+                    assert got[want["name"]][key] == pytest.approx(want[key], abs=1e-3)
+    assert got["cat_b"]["unseen_values"] == [{"value": "cat_b_new", "share": 0.04}]
+    assert got["num_5"]["missing_current"] == pytest.approx(0.02)
