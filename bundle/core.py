@@ -325,7 +325,9 @@ class Bundle:
                     problems=exc.problems,
                     column=exc.column,
                 ) from exc
-        outputs = self._outputs_frame(self.predict(canonical, postprocess=False))
+        import pandas as pd
+
+        outputs = pd.DataFrame(self._outputs_frame(self.predict(canonical, postprocess=False)))
         schema = self._schema.to_dict() if self._schema is not None else None
         profile = build_profile(schema, canonical, outputs, source_rows=sampler.rows_seen)
         self._profile = profile
@@ -369,10 +371,12 @@ class Bundle:
                 return data
         return self._coerce(data, strict=False)
 
-    def _outputs_frame(self, scores: Any) -> Any:
-        """The model's outputs as the columns drift follows: ``prediction``, ``score_*``."""
-        import pandas as pd
+    def _outputs_frame(self, scores: Any, predictions: Any = None) -> dict[str, np.ndarray]:
+        """The model's outputs as the columns drift follows: ``prediction``, ``score_*``.
 
+        `predictions` are the decoded `scores` when the caller has them already. Columns
+        are plain arrays: a server builds this for every batch.
+        """
         columns: dict[str, Any] = {}
         if isinstance(scores, Mapping):
             for name, value in scores.items():
@@ -382,14 +386,16 @@ class Bundle:
                     [f"{name}/score"] if width == 1 else [f"{name}/score_{i}" for i in range(width)]
                 )
                 columns.update(_score_columns(flat, names))
-            return pd.DataFrame(columns)
+            return columns
         flat = np.asarray(scores).reshape(len(scores), -1)
         if self._postprocess:
-            predictions = np.asarray(self._get_engine().postprocess(scores))
+            if predictions is None:
+                predictions = self._get_engine().postprocess(scores)
+            predictions = np.asarray(predictions)
             if predictions.ndim == 1 or (predictions.ndim == 2 and predictions.shape[1] == 1):
                 columns["prediction"] = predictions.reshape(-1)
         columns.update(_score_columns(flat, self._score_names(flat.shape[1])))
-        return pd.DataFrame(columns)
+        return columns
 
     # ------------------------------------------------------------------ drift
     def drift(
@@ -443,6 +449,25 @@ class Bundle:
             if progress is not None:
                 progress(n_rows(chunk))
         return accumulator.report(thresholds, label=label)
+
+    def drift_window(self, *, seconds: float = 600.0, slots: int = 10) -> Any:
+        """A live drift window for a server: counts of what it scores over the last `seconds`.
+
+        Feed it with ``window.observe(canonical_inputs, scores, predictions)`` after each
+        model call; ``window.report()`` is the `DriftReport` of the window. Memory is bounded
+        by `slots` sets of counters, whatever the traffic.
+
+        Raises:
+            UsageError: the bundle has no training profile.
+        """
+        from .drift import SlidingWindow
+        from .drift.report import no_profile_error
+
+        profile = self.profile
+        if profile is None:
+            label = self._manifest.label if self._manifest is not None else f"bundle {self.name!r}"
+            raise no_profile_error(label)
+        return SlidingWindow(profile, seconds=seconds, slots=slots, outputs=self._outputs_frame)
 
     def _drift_outputs(self, chunk: Any, accumulator: Any) -> Any:
         """The outputs frame of a chunk, or None (noted) when the contract refuses it."""

@@ -43,6 +43,14 @@ from .app import CONTEXT_SETTINGS, TRUSTED_OPTION, cli
     help="How long an idle server waits for a batch to fill (default: the server's, 2).",
 )
 @click.option(
+    "--drift-window",
+    type=click.FloatRange(min=0),
+    default=None,
+    metavar="SECONDS",
+    help="Seconds of traffic the live drift metrics (/metrics, /drift) cover, for bundles "
+    "with a training profile (default: the server's, 600; 0 turns live drift off).",
+)
+@click.option(
     "--log-level",
     type=click.Choice(["debug", "info", "warning", "error"]),
     default="info",
@@ -56,9 +64,10 @@ def serve(
     trusted: bool,
     max_batch_size: int | None,
     max_wait_ms: float | None,
+    drift_window: float | None,
     log_level: str,
 ) -> None:
-    """Serve a bundle over HTTP (Open Inference Protocol V2, /predict, /metrics).
+    """Serve a bundle over HTTP (Open Inference Protocol V2, /predict, /metrics, /drift).
 
     Runs until interrupted (Ctrl-C or SIGTERM finish the requests in flight). Needs the
     `serve` extra: pip install 'keras-bundle[serve]'.
@@ -83,4 +92,6 @@ def serve(
         options["max_batch_size"] = max_batch_size
     if max_wait_ms is not None:
         options["max_wait_ms"] = max_wait_ms
+    if drift_window is not None:
+        options["drift_window"] = drift_window or None
     server.run(path, **options)

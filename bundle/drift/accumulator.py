@@ -66,6 +66,13 @@ class NumericCounts:
         else:
             self.buckets += np.bincount(index, minlength=len(self.buckets))
 
+    def add_counts(self, bucket: int | None, count: int) -> None:
+        """Add `count` values of bucket `bucket` (None: missing), as an aggregation found."""
+        if bucket is None:
+            self.missing += count
+        else:
+            self.buckets[bucket] += count
+
     def merge(self, other: NumericCounts) -> None:
         self.buckets += other.buckets
         self.missing += other.missing
@@ -109,23 +116,13 @@ class NumericCounts:
 class CategoricalCounts:
     """Counts of one categorical feature's values: per top category, other, unseen, missing."""
 
-    __slots__ = (
-        "_index",
-        "_seen",
-        "counts",
-        "missing",
-        "other",
-        "profile",
-        "unseen",
-        "unseen_values",
-    )
+    __slots__ = ("_index", "_seen", "counts", "missing", "other", "profile", "unseen",
+                 "unseen_values")  # fmt: skip
 
     def __init__(self, profile: FeatureProfile):
         self.profile = profile
-        self._index = pd.Index(list(profile.categories or ()), dtype=object)
-        self._seen = (
-            pd.Index(profile.seen.tolist(), dtype=object) if profile.seen is not None else None
-        )
+        self._index = {key: i for i, key in enumerate(profile.categories or ())}
+        self._seen = frozenset(profile.seen.tolist()) if profile.seen is not None else None
         self.counts = np.zeros(len(self._index), dtype=np.int64)
         self.other = 0
         self.unseen = 0
@@ -133,33 +130,45 @@ class CategoricalCounts:
         self.unseen_values: Counter[str] = Counter()
 
     def add(self, keys: np.ndarray) -> None:
-        missing = pd.isna(keys)
-        count_missing = int(missing.sum())
-        self.missing += count_missing
-        present = keys[~missing] if count_missing else keys
-        if not len(present):
-            return
-        codes = self._index.get_indexer(present)
-        known = codes >= 0
-        if known.all():
-            self.counts += np.bincount(codes, minlength=len(self.counts))
-            return
-        self.counts += np.bincount(codes[known], minlength=len(self.counts))
-        rest = present[~known]
-        if self._seen is None:
-            self.other += len(rest)
-            return
-        unseen = self._seen.get_indexer(rest) < 0
-        self.other += int(len(rest) - unseen.sum())
-        if unseen.any():
-            self._add_unseen(rest[unseen])
+        # Count the distinct keys first (C code either way), then place each distinct key:
+        # a batch holds few of them, so the per-key work is small whatever the batch size.
+        if len(keys) < 4096:
+            found = Counter(keys.tolist())
+        else:
+            found = pd.Series(keys, dtype=object).value_counts(dropna=False).to_dict()
+        for key, count in found.items():
+            if key is None or key != key:  # None, or a NaN that slipped through
+                self.missing += count
+                continue
+            position = self._index.get(key)
+            if position is not None:
+                self.counts[position] += count
+            elif self._seen is None or key in self._seen:
+                self.other += count
+            else:
+                self.unseen += count
+                self.name_unseen(str(key), count)
 
-    def _add_unseen(self, values: np.ndarray) -> None:
-        self.unseen += len(values)
-        found = pd.Series(values).value_counts()
-        for value, count in found.items():
-            if value in self.unseen_values or len(self.unseen_values) < MAX_TRACKED_UNSEEN:
-                self.unseen_values[str(value)] += int(count)
+    def add_counts(self, key: str | None, count: int, *, unseen: bool = False) -> None:
+        """Add `count` values of `key` (None: missing), as an aggregation found.
+
+        A key that is not a top category counts as other, or as unseen with `unseen`.
+        """
+        if key is None:
+            self.missing += count
+            return
+        position = self._index.get(key)
+        if position is not None:
+            self.counts[position] += count
+        elif unseen:
+            self.unseen += count
+        else:
+            self.other += count
+
+    def name_unseen(self, key: str, count: int) -> None:
+        """Record `count` occurrences of the unseen value `key` (already counted as unseen)."""
+        if key in self.unseen_values or len(self.unseen_values) < MAX_TRACKED_UNSEEN:
+            self.unseen_values[key] += count
 
     def merge(self, other: CategoricalCounts) -> None:
         self.counts += other.counts
@@ -274,6 +283,7 @@ class SlidingWindow:
         *,
         seconds: float = 600.0,
         slots: int = 10,
+        outputs: Any = None,
         clock: Any = time.monotonic,
     ):
         if seconds <= 0 or slots < 1:
@@ -287,6 +297,7 @@ class SlidingWindow:
         self._lock = threading.Lock()
         self._slots: dict[int, DriftAccumulator] = {}
         self._n_slots = slots
+        self._outputs = outputs  # (scores, predictions) -> outputs frame, for `observe`
 
     def _current(self) -> DriftAccumulator:
         slot = int(self._clock() // self.slot_seconds)
@@ -299,8 +310,14 @@ class SlidingWindow:
         return accumulator
 
     def update(self, inputs: Any, outputs: Any = None, *, rows: int | None = None) -> None:
+        """Count a batch of inputs and its outputs frame in the current slot."""
         with self._lock:
             self._current().update(inputs, outputs, rows=rows)
+
+    def observe(self, inputs: Any, scores: Any, predictions: Any = None) -> None:
+        """Count a scored batch: canonical inputs, the model's scores and decoded labels."""
+        frame = self._outputs(scores, predictions) if self._outputs is not None else None
+        self.update(inputs, frame)
 
     def snapshot(self) -> DriftAccumulator:
         """One accumulator holding the counts of the live slots."""

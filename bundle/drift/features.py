@@ -197,11 +197,16 @@ def _rows(data: Any) -> int:
 
 
 def _column_values(feature: FeatureSource, frame: Any, n: int) -> np.ndarray:
-    if frame is None or not hasattr(frame, "columns") or feature.column not in frame.columns:
+    if isinstance(frame, Mapping):  # columns as arrays (a model's outputs)
+        series = frame.get(feature.column)
+    elif frame is not None and hasattr(frame, "columns") and feature.column in frame.columns:
+        series = frame[feature.column]
+    else:
+        series = None
+    if series is None:
         if feature.kind == "categorical":
             return np.full(n, None, dtype=object)
         return np.full(n, np.nan)
-    series = frame[feature.column]
     if feature.kind == "categorical":
         return category_keys(series)
     if feature.kind == "text":
@@ -235,19 +240,26 @@ def _seconds(series: pd.Series) -> np.ndarray:
 
 def category_keys(series: Any) -> np.ndarray:
     """Category keys as an object array of str, None for missing values."""
-    if not isinstance(series, pd.Series):
-        series = pd.Series(np.asarray(series, dtype=object).reshape(-1))
-    if pd.api.types.is_bool_dtype(series.dtype):
-        return np.where(series.to_numpy(), "True", "False").astype(object)
-    missing = series.isna().to_numpy()
-    values = series.to_numpy(dtype=object)
-    textual = isinstance(series.dtype, pd.StringDtype) or series.dtype == object
-    if textual and pd.api.types.infer_dtype(series, skipna=True) == "string":
+    if isinstance(series, pd.Series):
+        dtype = series.dtype
+        if isinstance(dtype, pd.StringDtype):  # text already: only missing values to mark
+            return series.to_numpy(dtype=object, na_value=None)
+        if pd.api.types.is_bool_dtype(dtype):
+            return np.where(series.to_numpy(), "True", "False").astype(object)
+        values = series.to_numpy(dtype=object)
+    else:
+        values = np.asarray(series, dtype=object).reshape(-1)
+    if len(values) < 4096:
+        return np.array(
+            [v if type(v) is str else (None if _missing(v) else _key(v)) for v in values],
+            dtype=object,
+        )
+    if pd.api.types.infer_dtype(values, skipna=True) == "string":
         out = values.copy()
-        out[missing] = None
+        out[pd.isna(values)] = None
         return out
     out = np.array([_key(value) for value in values], dtype=object)
-    out[missing] = None
+    out[pd.isna(values)] = None
     return out
 
 
@@ -271,7 +283,12 @@ def text_lengths(series: Any) -> np.ndarray:
 
 
 def _missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and value != value)
+    return (
+        value is None
+        or value is pd.NA
+        or value is pd.NaT
+        or (isinstance(value, (float, np.floating)) and value != value)
+    )
 
 
 def _array_values(

@@ -16,6 +16,7 @@ Endpoints::
     POST /predict                                  {"records": [...]} | {"columns": {...}}
                                                    | {"instances": [...]} -> {"predictions"}
     GET  /metrics                                  Prometheus text format
+    GET  /drift                                    live drift over the last window (JSON)
 
 Tabular bundles take one input tensor per column (``BYTES`` for strings, ``FP32``/``FP64``/
 ``INT64``/``BOOL``... for numbers, shape ``[n]`` or ``[n, 1]``); array bundles take one
@@ -31,9 +32,13 @@ Metrics: with one worker, each process keeps its own metrics. With ``workers > 1
 turns on prometheus_client's multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``, a temporary
 directory unless already set), so any worker's ``/metrics`` reports the sum over all workers.
 
+Live drift (`drift`): when the bundle carries a training profile, the server counts what it
+scores over a sliding window (10 minutes by default, ``drift_window``) and reports it as
+``bundle_drift_*`` gauges per feature and at ``GET /drift``.
+
 Modules: `batching` (the dynamic batcher), `protocol` (the protocol's tensors), `served`
-(the bundle's tensors), `metrics`, `service` (a bundle behind its batcher), `app` (the
-Starlette app), `logs` (JSON logs), `runner` (`run` and its workers).
+(the bundle's tensors), `metrics`, `drift` (live drift), `service` (a bundle behind its
+batcher), `app` (the Starlette app), `logs` (JSON logs), `runner` (`run` and its workers).
 
 Example:
     >>> from bundle.serve import create_app, run
@@ -54,6 +59,7 @@ except ImportError as _exc:  # pragma: no cover - exercised only without the ext
     ) from _exc
 
 from .app import create_app
+from .drift import DEFAULT_DRIFT_WINDOW_S
 from .logs import JsonFormatter, log_config
 from .runner import run
 from .service import (
@@ -64,6 +70,7 @@ from .service import (
 )
 
 __all__ = [
+    "DEFAULT_DRIFT_WINDOW_S",
     "DEFAULT_MAX_BATCH_SIZE",
     "DEFAULT_MAX_BODY_BYTES",
     "DEFAULT_MAX_QUEUE_ROWS",

@@ -25,6 +25,7 @@ import bundle as _bundle
 from bundle import Bundle, SchemaError, StepError
 
 from .batching import Overloaded
+from .drift import DEFAULT_DRIFT_WINDOW_S
 from .logs import access_logger, logger
 from .protocol import (
     HEADER_LENGTH,
@@ -334,6 +335,18 @@ async def _metrics(request: Request, server: Service) -> Response:
     return Response(server.metrics.exposition(), media_type=prometheus_client.CONTENT_TYPE_LATEST)
 
 
+@_endpoint("drift")
+async def _drift(request: Request, server: Service) -> Response:
+    if server.drift is None:
+        reason = (
+            "it was started with live drift off (drift_window=None)"
+            if getattr(server.served.bundle, "profile", None) is not None
+            else "the bundle has no training profile (save it again with an input example)"
+        )
+        raise RequestError(404, f"No live drift: {reason}.", kind="not_found")
+    return _json_response(server.drift.to_dict())
+
+
 async def _http_error(request: Request, exc: Exception) -> Response:
     status = getattr(exc, "status_code", 500)
     detail = getattr(exc, "detail", None) or "error"
@@ -425,6 +438,7 @@ def create_app(
     max_queue_rows: int = DEFAULT_MAX_QUEUE_ROWS,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     registry: CollectorRegistry | None = None,
+    drift_window: float | None = DEFAULT_DRIFT_WINDOW_S,
 ) -> Any:
     """An ASGI app (Starlette) serving a loaded bundle; embed it in any ASGI server.
 
@@ -441,6 +455,9 @@ def create_app(
         max_queue_rows: rows that may wait for the model; past it requests get 503.
         max_body_bytes: largest request body (after decompression); larger gets 413.
         registry: the prometheus_client registry for this app's metrics (default: its own).
+        drift_window: seconds of traffic the live drift metrics cover (``/metrics`` gauges
+            ``bundle_drift_*``, ``GET /drift``), when the bundle has a training profile;
+            None or 0 turns live drift off.
 
     Returns:
         A Starlette application.
@@ -456,6 +473,7 @@ def create_app(
         max_queue_rows=max_queue_rows,
         max_body_bytes=max_body_bytes,
         registry=registry,
+        drift_window=drift_window,
     )
 
     @contextlib.asynccontextmanager
@@ -480,6 +498,7 @@ def create_app(
         Route(f"{version}/infer", _infer, methods=["POST"]),
         Route("/predict", _predict, methods=["POST"]),
         Route("/metrics", _metrics, methods=["GET"]),
+        Route("/drift", _drift, methods=["GET"]),
     ]
     app = Starlette(
         routes=routes,

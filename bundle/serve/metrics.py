@@ -8,6 +8,7 @@ import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from .batching import BatchStats
+from .drift import DriftCollector, LiveDrift
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -54,6 +55,12 @@ class Metrics:
             registry=registry,
         )
         self.rows = Counter("bundle_rows", "Rows predicted.", registry=registry)
+        self._drift: DriftCollector | None = None
+
+    def watch_drift(self, live: LiveDrift) -> None:
+        """Report the live drift window at each scrape (gauges per feature)."""
+        self._drift = DriftCollector(live, per_process=bool(os.environ.get(MULTIPROC_ENV)))
+        self.registry.register(self._drift)
 
     def batch(self, stats: BatchStats) -> None:
         self.batch_rows.observe(stats.rows)
@@ -68,5 +75,7 @@ class Metrics:
 
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)
+            if self._drift is not None:  # this process's window: statistics do not sum
+                registry.register(self._drift)
             return prometheus_client.generate_latest(registry)
         return prometheus_client.generate_latest(self.registry)

@@ -17,6 +17,7 @@ import uvicorn
 from bundle import Bundle, BundleError
 
 from .app import create_app
+from .drift import DEFAULT_DRIFT_WINDOW_S
 from .logs import log_config, logger
 from .metrics import MULTIPROC_ENV
 from .service import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_WAIT_MS
@@ -37,6 +38,7 @@ def run(
     max_wait_ms: float = DEFAULT_MAX_WAIT_MS,
     log_level: str = "info",
     timeout_graceful_shutdown: float = DEFAULT_GRACEFUL_SHUTDOWN_S,
+    drift_window: float | None = DEFAULT_DRIFT_WINDOW_S,
 ) -> None:
     """Serve the bundle at `location` until SIGINT/SIGTERM (what ``bundle serve`` runs).
 
@@ -59,6 +61,7 @@ def run(
         max_wait_ms: how long an idle server waits for a request's batch to fill.
         log_level: ``debug``, ``info``, ``warning`` or ``error``; access logs are ``info``.
         timeout_graceful_shutdown: seconds to finish in-flight requests on shutdown.
+        drift_window: seconds of traffic live drift covers; None or 0 turns it off.
 
     Raises:
         BundleError: the bundle cannot be loaded (not found, tampered, needs trusted=True),
@@ -83,7 +86,12 @@ def run(
     }
     if workers == 1:
         loaded = Bundle.load(location, trusted=trusted)
-        app = create_app(loaded, max_batch_size=max_batch_size, max_wait_ms=max_wait_ms)
+        app = create_app(
+            loaded,
+            max_batch_size=max_batch_size,
+            max_wait_ms=max_wait_ms,
+            drift_window=drift_window,
+        )
         uvicorn.run(app, **options)
         return
     work = Path(tempfile.mkdtemp(prefix="keras-bundle-serve-"))
@@ -93,6 +101,7 @@ def run(
         "trusted": trusted,
         "max_batch_size": max_batch_size,
         "max_wait_ms": max_wait_ms,
+        "drift_window": drift_window,
         "error_file": str(error_file),
     }
     own_metrics = not os.environ.get(MULTIPROC_ENV)
@@ -144,5 +153,8 @@ def worker_app() -> Any:
         # every restart would fail the same way.
         raise SystemExit(_STARTUP_FAILURE) from exc
     return create_app(
-        loaded, max_batch_size=config["max_batch_size"], max_wait_ms=config["max_wait_ms"]
+        loaded,
+        max_batch_size=config["max_batch_size"],
+        max_wait_ms=config["max_wait_ms"],
+        drift_window=config.get("drift_window"),
     )

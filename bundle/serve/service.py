@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry
 from bundle import SchemaError
 
 from .batching import DynamicBatcher, concat_rows, slice_rows
+from .drift import LiveDrift
 from .logs import logger
 from .metrics import Metrics
 from .served import Served
@@ -91,6 +92,7 @@ class Service:
         max_queue_rows: int,
         max_body_bytes: int,
         registry: CollectorRegistry | None,
+        drift_window: float | None = None,
     ):
         if max_body_bytes < 1:
             raise ValueError(f"max_body_bytes must be positive; got {max_body_bytes}.")
@@ -104,6 +106,10 @@ class Service:
             max_queue_rows=max_queue_rows,
             on_batch=self.metrics.batch,
         )
+        self.drift: LiveDrift | None = None
+        if drift_window and getattr(loaded, "profile", None) is not None:
+            self.drift = LiveDrift(loaded, seconds=drift_window)
+            self.metrics.watch_drift(self.drift)
         self.ready = False
         self._warm_lock: asyncio.Lock | None = None
         self._warned: set[str] = set()
@@ -135,6 +141,12 @@ class Service:
     def _predict(self, raw: Any, with_scores: bool, strict: bool = False) -> tuple[Any, Any]:
         """One model call: (predictions, scores or None)."""
         loaded = self.served.bundle
+        if self.drift is not None and self.ready:  # the warm-up row is not traffic
+            canonical, rows = self.served.coerce(raw, strict=strict)
+            scores = loaded.predict(canonical, postprocess=False)
+            predictions = loaded.decode(scores)
+            self.drift.observe(canonical, scores, predictions, rows)
+            return predictions, (scores if with_scores else None)
         if with_scores and self.served.has_postprocess:
             scores = loaded.predict(raw, postprocess=False, strict=strict)
             return loaded.decode(scores), scores
