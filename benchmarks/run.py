@@ -22,6 +22,7 @@ BENCHMARKS = {
     "serve": "serve_bench.py",  # issue 7: Open Inference Protocol server vs mlflow serve
     "spark": "spark_bench.py",  # issue 8: predict_udf / score vs mlflow spark_udf
     "export": "export_bench.py",  # issue 9: fused TensorFlow graph vs NumPy replay
+    "drift": "drift_bench.py",  # issue 20: bundle drift on 5M rows, live drift on/off
 }
 
 

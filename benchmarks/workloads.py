@@ -71,8 +71,18 @@ class TabularWorkload:
     labels: Any
     model: Any
 
-    def save_bundle(self, root: str | Path, *, name: str = "reference", version: str = "1"):
-        """Save the workload as a keras-bundle under `root`; return the version directory."""
+    def save_bundle(
+        self,
+        root: str | Path,
+        *,
+        name: str = "reference",
+        version: str = "1",
+        profile_data: Any = None,
+    ):
+        """Save the workload as a keras-bundle under `root`; return the version directory.
+
+        The training profile comes from `profile_data` when given, else the input example.
+        """
         from bundle import Bundle
 
         return Bundle(
@@ -82,7 +92,7 @@ class TabularWorkload:
             input_example=self.frame.iloc[:200],
             name=name,
             version=version,
-        ).save(root)
+        ).save(root, profile_data=profile_data)
 
     def holdout(self, n: int, seed: int = SEED + 1) -> pd.DataFrame:
         """`n` fresh rows drawn like the training rows (for scoring)."""

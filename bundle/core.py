@@ -441,14 +441,42 @@ class Bundle:
         if profile is None:
             raise no_profile_error(label)
         accumulator = DriftAccumulator(profile, outputs=outputs)
-        for chunk in self._data_chunks(data, batch_size, input_format):
-            produced = (
-                self._drift_outputs(chunk, accumulator) if accumulator.follows_outputs else None
-            )
-            accumulator.update(chunk, produced)
-            if progress is not None:
-                progress(n_rows(chunk))
+        chunks = self._data_chunks(data, batch_size, input_format)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ExtraColumnsWarning)  # ids, targets: not features
+            if accumulator.follows_outputs:
+                scored = self._scored_chunks(chunks)
+            else:
+                scored = ((chunk, None, None) for chunk in chunks)
+            for chunk, scores, refusal in scored:
+                if refusal is not None:
+                    accumulator.refuse(n_rows(chunk), refusal)
+                produced = None if scores is None else self._outputs_frame(scores)
+                accumulator.update(chunk, produced)
+                if progress is not None:
+                    progress(n_rows(chunk))
         return accumulator.report(thresholds, label=label)
+
+    def _scored_chunks(self, chunks: Iterable[Any]) -> Iterator[tuple[Any, Any, str | None]]:
+        """``(chunk, scores or None, refusal or None)``; chunk k+1 is prepared in a thread
+        while chunk k is inferred and counted. A chunk the contract refuses is not scored."""
+        engine = self._get_engine()
+
+        def prepare(chunk: Any) -> tuple[Any, Any, str | None]:
+            try:
+                canonical = self._coerce(chunk, strict=False)
+            except SchemaError as exc:
+                return chunk, None, str(exc)
+            if n_rows(canonical) == 0:
+                return chunk, None, None
+            return chunk, engine.prepare(canonical), None
+
+        def infer(prepared: tuple[Any, Any, str | None]) -> tuple[Any, Any, str | None]:
+            chunk, model_input, refusal = prepared
+            return chunk, None if model_input is None else engine.infer(model_input), refusal
+
+        # Counting a chunk takes about as long as preparing one: always overlap them.
+        yield from engine.pipelined(chunks, prepare, infer=infer, overlap=True)
 
     def drift_window(self, *, seconds: float = 600.0, slots: int = 10) -> Any:
         """A live drift window for a server: counts of what it scores over the last `seconds`.
@@ -468,19 +496,6 @@ class Bundle:
             label = self._manifest.label if self._manifest is not None else f"bundle {self.name!r}"
             raise no_profile_error(label)
         return SlidingWindow(profile, seconds=seconds, slots=slots, outputs=self._outputs_frame)
-
-    def _drift_outputs(self, chunk: Any, accumulator: Any) -> Any:
-        """The outputs frame of a chunk, or None (noted) when the contract refuses it."""
-        if n_rows(chunk) == 0:
-            return None
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ExtraColumnsWarning)
-            try:
-                scores = self.predict(chunk, postprocess=False)
-            except SchemaError as exc:
-                accumulator.refuse(n_rows(chunk), str(exc))
-                return None
-        return self._outputs_frame(scores)
 
     # ------------------------------------------------------------------ load
     @classmethod
@@ -774,23 +789,9 @@ class Bundle:
 
     def _csv_types(self, ids: Sequence[str]) -> dict[str, Any]:
         """pyarrow types for CSV columns, from the input schema, so blocks agree."""
-        import pyarrow as pa
+        from .fileio.tabular import csv_column_types
 
-        schema = self._schema.to_dict() if self._schema is not None else {}
-        by_kind = {
-            "float": pa.float64(),
-            "integer": pa.float64(),
-            "string": pa.string(),
-            "categorical": pa.string(),
-            "bool": pa.bool_(),
-        }
-        types = {
-            str(column["name"]): by_kind[column["kind"]]
-            for column in schema.get("columns", [])
-            if column.get("kind") in by_kind
-        }
-        types.update({column: pa.string() for column in ids if column not in types})
-        return types
+        return csv_column_types(self._schema.to_dict() if self._schema is not None else None, ids)
 
     def _output_frame(self, id_frame: Any, ids: Sequence[str], result: Any, *, scores: bool) -> Any:
         """The output rows for one batch: ids, ``prediction``, ``score_*`` columns."""

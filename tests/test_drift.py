@@ -21,7 +21,7 @@ from scipy.stats import chisquare, ks_2samp
 
 from bundle.drift import DriftAccumulator, DriftThresholds, RowSampler, SlidingWindow, build_profile
 from bundle.drift import statistics as stats
-from bundle.errors import ManifestError, UnsupportedFormatError
+from bundle.errors import ManifestError, UnsupportedFormatError, UsageError
 from bundle.format.profile import PROFILE_FILE, read_profile, write_profile
 
 SCHEMA = {
@@ -209,9 +209,9 @@ def test_thresholds_are_settable_and_checked(profile):
     current["income"] = current["income"] * 1.6
     lenient = drift_of(profile, current, psi=None, ks=None, out_of_range=None)
     assert not lenient["income"].drifted
-    with pytest.raises(ValueError, match=r"Unknown drift threshold\(s\) \['kss'\]; known: psi"):
+    with pytest.raises(UsageError, match=r"Unknown drift threshold\(s\) \['kss'\]; known: psi"):
         DriftThresholds.of({"kss": 0.1})
-    with pytest.raises(ValueError, match="psi must be a non-negative number or None; got -1"):
+    with pytest.raises(UsageError, match="psi must be a non-negative number or None; got -1"):
         DriftThresholds(psi=-1)
 
 
@@ -260,7 +260,7 @@ def test_sliding_window_forgets_old_slots():
     window.update(frame.iloc[:1_000])
     assert window.snapshot().rows == 3_000
     assert not window.report().has_drift
-    with pytest.raises(ValueError, match=r"needs seconds > 0 and slots >= 1; got 0\.0, 6"):
+    with pytest.raises(UsageError, match=r"needs seconds > 0 and slots >= 1; got 0\.0, 6"):
         SlidingWindow(profile, seconds=0.0, slots=6)
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO, make_tabular_frame
+from conftest import REPO, make_tabular_frame, run_python
 
 from bundle import Bundle, BundleError, IntegrityError
 from bundle.cli import main
@@ -205,3 +205,22 @@ def test_inspect_of_a_bundle_without_profile(tmp_path, capsys):
     assert main(["inspect", str(copy)]) == 0
     assert "(none: saved without a profile; `bundle drift` needs one)" in capsys.readouterr().out
     assert Path(copy / "manifest.json").read_text().count('"profile"') == 0
+
+
+def test_drift_without_outputs_never_imports_keras(drift_bundle, files):
+    path, _ = drift_bundle
+    result = run_python(
+        f"""
+        import json, sys
+        sys.modules["keras"] = sys.modules["tensorflow"] = None  # importing them fails
+        from bundle.cli import main
+        code = main(["drift", {str(path)!r}, {str(files / "shifted.parquet")!r},
+                     "--no-outputs", "--json"])
+        print(json.dumps({{"code": code}}))
+        """
+    )
+    lines = result.stdout.strip().splitlines()
+    assert json.loads(lines[-1]) == {"code": 1}
+    report = json.loads("\n".join(lines[:-1]))
+    assert report["drifted_features"] == ["visits"]
+    assert all(f["role"] == "input" for f in report["features"])

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bundle.errors import UsageError
 from bundle.format.profile import FeatureProfile, Profile
 
 from .features import FeatureSource, extract, plan_features
@@ -68,7 +69,7 @@ class RowSampler:
 
     def __init__(self, max_rows: int = MAX_PROFILE_ROWS, *, seed: int = SEED):
         if max_rows < 1:
-            raise ValueError(f"max_rows must be at least 1; got {max_rows}.")
+            raise UsageError(f"max_rows must be at least 1; got {max_rows}.")
         self.max_rows = max_rows
         self.rows_seen = 0
         self._rng = np.random.default_rng(seed)

@@ -50,10 +50,11 @@ class DriftThresholds:
     min_rows: int = 100
 
     def __post_init__(self) -> None:
+        """Raises `UsageError` for a negative or non-numeric threshold."""
         for item in fields(self):
             value = getattr(self, item.name)
             if value is not None and (not isinstance(value, (int, float)) or value < 0):
-                raise ValueError(
+                raise UsageError(
                     f"Drift threshold {item.name} must be a non-negative number or None; "
                     f"got {value!r}."
                 )
@@ -68,7 +69,7 @@ class DriftThresholds:
         unknown = sorted(set(value) - {item.name for item in fields(cls)})
         if unknown:
             known = ", ".join(item.name for item in fields(cls))
-            raise ValueError(f"Unknown drift threshold(s) {unknown}; known: {known}.")
+            raise UsageError(f"Unknown drift threshold(s) {unknown}; known: {known}.")
         return replace(cls(), **dict(value))
 
 

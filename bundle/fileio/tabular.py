@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ FORMATS = {
     ".json": "jsonl",
 }
 
-__all__ = ["BatchWriter", "count_rows", "file_format", "iter_batches"]
+__all__ = ["BatchWriter", "count_rows", "csv_column_types", "file_format", "iter_batches"]
 
 
 def file_format(path: str | Path, explicit: str | None = None) -> str:
@@ -51,6 +51,27 @@ def count_rows(path: str | Path, fmt: str) -> int | None:
 
         return pq.ParquetFile(path).metadata.num_rows
     return None
+
+
+def csv_column_types(schema: Mapping[str, Any] | None, ids: Sequence[str] = ()) -> dict[str, Any]:
+    """pyarrow types for a CSV file's columns from an input schema's dict form, so that
+    every block is read as training typed it; `ids` (and unknown columns) as text."""
+    import pyarrow as pa
+
+    by_kind = {
+        "float": pa.float64(),
+        "integer": pa.float64(),
+        "string": pa.string(),
+        "categorical": pa.string(),
+        "bool": pa.bool_(),
+    }
+    types = {
+        str(column["name"]): by_kind[column["kind"]]
+        for column in (schema or {}).get("columns", [])
+        if column.get("kind") in by_kind
+    }
+    types.update({column: pa.string() for column in ids if column not in types})
+    return types
 
 
 def iter_batches(
