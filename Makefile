@@ -6,7 +6,7 @@ PIP := $(PY) -m pip
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: demo test lint bench clean java chromium
+.PHONY: demo test lint bench clean java chromium proto
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ $(VENV)/.installed-bench: pyproject.toml $(VENV)/.installed
 
 bench: $(VENV)/.installed-bench
 	$(PY) benchmarks/run.py
+
+# The gRPC server's message classes, from bundle/serve/_proto/open_inference.proto.
+proto: $(VENV)/.installed
+	$(PY) bundle/serve/_proto/generate.py
 
 # The Spark tests (tests/test_spark.py) need a Java runtime: install one when it is missing
 # and apt-get can (root on Debian/Ubuntu); a no-op when `java -version` works.

@@ -145,7 +145,8 @@ def test_help_on_every_subcommand_and_version():
     for command, result in zip(COMMANDS, subcommands, strict=True):
         assert result.stdout.startswith(f"Usage: bundle {command} [OPTIONS]"), result.stdout
     serve_help = subcommands[COMMANDS.index("serve")].stdout
-    for option in ("--host", "--port", "--workers", "--trusted", "--max-batch-size"):
+    options = ["--host", "--port", "--workers", "--trusted", "--max-batch-size", "--grpc-port"]
+    for option in [*options, "--no-grpc", "--header-timeout", "--max-connections"]:
         assert option in serve_help
 
 
@@ -650,10 +651,10 @@ def test_serve_answers_predictions_until_terminated(tabular_bundle, tabular_data
     pytest.importorskip("bundle.serve")
     version_dir, saved = tabular_bundle
     frame, _ = tabular_data
-    port = _free_port()
+    port, grpc_port = _free_port(), _free_port()
     server = subprocess.Popen(
         [BUNDLE, "serve", str(version_dir), "--port", str(port), "--max-batch-size", "64",
-         "--max-wait-ms", "1", "--log-level", "warning"],
+         "--max-wait-ms", "1", "--log-level", "warning", "--grpc-port", str(grpc_port)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(),
     )  # fmt: skip
     try:
@@ -671,6 +672,8 @@ def test_serve_answers_predictions_until_terminated(tabular_bundle, tabular_data
         response = httpx.post(f"http://127.0.0.1:{port}/predict", json={"records": rows})
         assert response.status_code == 200, response.text
         assert response.json()["predictions"] == saved.predict(frame.iloc[:7]).tolist()
+        with socket.create_connection(("127.0.0.1", grpc_port), timeout=10):
+            pass  # the gRPC port listens too (tests/test_serve.py speaks to it)
     finally:
         server.send_signal(signal.SIGTERM)
         try:

@@ -11,7 +11,7 @@ from .app import CONTEXT_SETTINGS, TRUSTED_OPTION, cli
 
 
 # ---------------------------------------------------------------------------- serve
-@cli.command(context_settings=CONTEXT_SETTINGS, short_help="Serve a bundle over HTTP.")
+@cli.command(context_settings=CONTEXT_SETTINGS, short_help="Serve a bundle over HTTP and gRPC.")
 @click.argument("path", metavar="PATH_OR_URL")
 @click.option(
     "--host",
@@ -51,6 +51,37 @@ from .app import CONTEXT_SETTINGS, TRUSTED_OPTION, cli
     "with a training profile (default: the server's, 600; 0 turns live drift off).",
 )
 @click.option(
+    "--grpc-port",
+    type=click.IntRange(0, 65535),
+    default=8081,
+    show_default=True,
+    help="Port of the Open Inference Protocol's gRPC service (same host).",
+)
+@click.option("--no-grpc", is_flag=True, help="Serve REST only (no gRPC port).")
+@click.option(
+    "--header-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=10.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="A request's headers must arrive within this time (slower: 408, connection closed).",
+)
+@click.option(
+    "--body-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=60.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="A request's body must arrive within this time after its headers.",
+)
+@click.option(
+    "--max-connections",
+    type=click.IntRange(min=1),
+    default=1000,
+    show_default=True,
+    help="Open HTTP connections at most, per worker (one more: 503, closed).",
+)
+@click.option(
     "--log-level",
     type=click.Choice(["debug", "info", "warning", "error"]),
     default="info",
@@ -65,9 +96,15 @@ def serve(
     max_batch_size: int | None,
     max_wait_ms: float | None,
     drift_window: float | None,
+    grpc_port: int,
+    no_grpc: bool,
+    header_timeout: float,
+    body_timeout: float,
+    max_connections: int,
     log_level: str,
 ) -> None:
-    """Serve a bundle over HTTP (Open Inference Protocol V2, /predict, /metrics, /drift).
+    """Serve a bundle: Open Inference Protocol V2 over HTTP and gRPC, /predict, /metrics,
+    /drift.
 
     Runs until interrupted (Ctrl-C or SIGTERM finish the requests in flight). Needs the
     `serve` extra: pip install 'keras-bundle[serve]'.
@@ -87,6 +124,10 @@ def serve(
         "workers": workers,
         "trusted": trusted,
         "log_level": log_level,
+        "grpc_port": None if no_grpc else grpc_port,
+        "header_timeout": header_timeout,
+        "body_timeout": body_timeout,
+        "max_connections": max_connections,
     }
     if max_batch_size is not None:
         options["max_batch_size"] = max_batch_size

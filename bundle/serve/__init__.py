@@ -1,4 +1,4 @@
-"""Serve a bundle over HTTP: the Open Inference Protocol (V2), a plain JSON endpoint, metrics.
+"""Serve a bundle: the Open Inference Protocol (V2) over HTTP and gRPC, plain JSON, metrics.
 
 A thin edge over ``Bundle.load`` + ``Bundle.predict``: every request is validated and
 coerced on its own by the bundle's input contract (so one bad request gets its own 400),
@@ -18,6 +18,9 @@ Endpoints::
     GET  /metrics                                  Prometheus text format
     GET  /drift                                    live drift over the last window (JSON)
 
+    gRPC (its own port, 8081 by default): inference.GRPCInferenceService with ServerLive,
+    ServerReady, ModelReady, ServerMetadata, ModelMetadata, ModelInfer.
+
 Tabular bundles take one input tensor per column (``BYTES`` for strings, ``FP32``/``FP64``/
 ``INT64``/``BOOL``... for numbers, shape ``[n]`` or ``[n, 1]``); array bundles take one
 tensor named ``input`` with the batch axis first. The output ``predictions`` holds the
@@ -25,8 +28,12 @@ postprocessed predictions; ``scores`` (the model's raw outputs) is returned when
 names it in ``outputs``. The binary tensor data extension is supported both ways.
 
 Errors answer ``{"error": "..."}``: 400 for input problems (`SchemaError`, `StepError`, a
-malformed request), 404 for an unknown model, version or path, 413 for a body over the limit,
-503 while overloaded, and 500 with a request id (the traceback goes to the server log).
+malformed request), 404 for an unknown model, version or path, 405 (with ``Allow``) for a
+wrong method, 408 for headers slower than the header timeout, 413 for a body over the limit,
+503 while overloaded or past the connection limit, and 500 with a request id only for a
+failure of the server itself (the traceback goes to the server log). Over gRPC the same
+messages come as status codes: INVALID_ARGUMENT, NOT_FOUND, RESOURCE_EXHAUSTED, UNAVAILABLE,
+INTERNAL.
 
 Metrics: with one worker, each process keeps its own metrics. With ``workers > 1``, `run`
 turns on prometheus_client's multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``, a temporary
@@ -38,7 +45,9 @@ scores over a sliding window (10 minutes by default, ``drift_window``) and repor
 
 Modules: `batching` (the dynamic batcher), `protocol` (the protocol's tensors), `served`
 (the bundle's tensors), `metrics`, `drift` (live drift), `service` (a bundle behind its
-batcher), `app` (the Starlette app), `logs` (JSON logs), `runner` (`run` and its workers).
+batcher), `app` (the Starlette app), `grpc` (the gRPC service; messages in `_proto`),
+`connections` (timeouts and the connection limit), `logs` (JSON logs), `runner` (`run`
+and its workers).
 
 Example:
     >>> from bundle.serve import create_app, run
@@ -49,6 +58,8 @@ Example:
 from __future__ import annotations
 
 try:
+    import grpc  # noqa: F401
+    import httptools  # noqa: F401  (uvicorn[standard]: the guarded HTTP protocol)
     import prometheus_client  # noqa: F401
     import starlette  # noqa: F401
     import uvicorn  # noqa: F401
@@ -59,7 +70,14 @@ except ImportError as _exc:  # pragma: no cover - exercised only without the ext
     ) from _exc
 
 from .app import create_app
+from .connections import (
+    DEFAULT_BODY_TIMEOUT_S,
+    DEFAULT_HEADER_TIMEOUT_S,
+    DEFAULT_MAX_CONNECTIONS,
+    http_protocol,
+)
 from .drift import DEFAULT_DRIFT_WINDOW_S
+from .grpc import DEFAULT_GRPC_PORT
 from .logs import JsonFormatter, log_config
 from .runner import run
 from .service import (
@@ -70,13 +88,18 @@ from .service import (
 )
 
 __all__ = [
+    "DEFAULT_BODY_TIMEOUT_S",
     "DEFAULT_DRIFT_WINDOW_S",
+    "DEFAULT_GRPC_PORT",
+    "DEFAULT_HEADER_TIMEOUT_S",
     "DEFAULT_MAX_BATCH_SIZE",
     "DEFAULT_MAX_BODY_BYTES",
+    "DEFAULT_MAX_CONNECTIONS",
     "DEFAULT_MAX_QUEUE_ROWS",
     "DEFAULT_MAX_WAIT_MS",
     "JsonFormatter",
     "create_app",
+    "http_protocol",
     "log_config",
     "run",
 ]

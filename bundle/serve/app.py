@@ -17,14 +17,13 @@ import prometheus_client
 from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 import bundle as _bundle
-from bundle import Bundle, SchemaError, StepError
+from bundle import Bundle
 
-from .batching import Overloaded
 from .drift import DEFAULT_DRIFT_WINDOW_S
 from .logs import access_logger, logger
 from .protocol import (
@@ -36,16 +35,17 @@ from .protocol import (
     parse_json,
     read_tensor,
 )
-from .served import Served, named_results
 from .service import (
     DEFAULT_MAX_BATCH_SIZE,
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_MAX_QUEUE_ROWS,
     DEFAULT_MAX_WAIT_MS,
     Service,
+    client_error,
 )
 
 REQUEST_ID = "x-request-id"
+GRPC_GRACE_S = 10.0  # on shutdown, how long gRPC calls in flight may take to finish
 
 
 def _json_response(body: Any, status: int = 200, headers: Mapping[str, str] | None = None):
@@ -61,16 +61,14 @@ def _endpoint(name: str) -> Callable[[Callable[..., Awaitable[Response]]], Any]:
             request.scope.setdefault("state", {})["endpoint"] = name
             try:
                 return await handler(request, request.app.state.bundle_server)
-            except RequestError as exc:
-                return _error(request, exc.status, str(exc), exc.kind)
-            except SchemaError as exc:
-                return _error(request, 400, str(exc), "schema")
-            except StepError as exc:
-                return _error(request, 400, str(exc), "step")
-            except Overloaded as exc:
-                return _error(request, 503, str(exc), "overloaded")
+            except ClientDisconnect:
+                # The client went away mid-request (or was too slow): no one reads this.
+                return _error(request, 499, "The client disconnected.", "disconnected")
             except Exception as exc:
-                return _internal_error(request, exc)
+                refused = client_error(exc)
+                if refused is None:
+                    return _internal_error(request, exc)
+                return _error(request, refused[0], str(exc), refused[1])
 
         endpoint.__name__ = handler.__name__
         return endpoint
@@ -136,22 +134,6 @@ def _too_large(size: int, limit: int) -> str:
     )
 
 
-def _check_model(server: Service, name: str, version: str | None) -> Served:
-    served = server.served
-    if name != served.name:
-        raise RequestError(
-            404, f"Unknown model {name!r}: this server serves {served.name!r}.", kind="not_found"
-        )
-    if version is not None and version != served.version:
-        raise RequestError(
-            404,
-            f"Unknown version {version!r} of model {name!r}: this server serves version "
-            f"{served.version!r}.",
-            kind="not_found",
-        )
-    return served
-
-
 # ------------------------------------------------------------------ handlers
 
 
@@ -181,7 +163,7 @@ async def _server_metadata(request: Request, server: Service) -> Response:
 @_endpoint("model_metadata")
 async def _model_metadata(request: Request, server: Service) -> Response:
     params = request.path_params
-    served = _check_model(server, params["name"], params.get("version"))
+    served = server.check_model(params["name"], params.get("version"))
     if not server.ready:
         await server.start()
     return _json_response(served.metadata())
@@ -190,7 +172,7 @@ async def _model_metadata(request: Request, server: Service) -> Response:
 @_endpoint("model_ready")
 async def _model_ready(request: Request, server: Service) -> Response:
     params = request.path_params
-    _check_model(server, params["name"], params.get("version"))
+    server.check_model(params["name"], params.get("version"))
     if not server.ready:
         await server.start()
     return _json_response(
@@ -201,7 +183,7 @@ async def _model_ready(request: Request, server: Service) -> Response:
 @_endpoint("infer")
 async def _infer(request: Request, server: Service) -> Response:
     params = request.path_params
-    served = _check_model(server, params["name"], params.get("version"))
+    served = server.check_model(params["name"], params.get("version"))
     body = await _body(request, server.max_body_bytes)
     header_length = request.headers.get(HEADER_LENGTH)
     if header_length is not None:
@@ -232,14 +214,9 @@ async def _infer(request: Request, server: Service) -> Response:
     all_binary = bool(
         isinstance(request_parameters, Mapping) and request_parameters.get("binary_data_output")
     )
-    wanted = _requested_outputs(infer_request.get("outputs"), served, all_binary)
-    with_scores = any(name not in served.default_outputs for name in wanted)
-    raw = served.raw_from_tensors(tensors)
-    predictions, scores, rows = await server.predict(raw, strict=True, with_scores=with_scores)
+    wanted = _requested_outputs(infer_request.get("outputs"), server, all_binary)
+    produced, rows = await server.infer(tensors, list(wanted))
     request.scope["state"]["rows"] = rows
-    produced = named_results(predictions, "predictions")
-    if scores is not None and served.has_postprocess:
-        produced.update(named_results(scores, "scores"))
     outputs, chunks = [], []
     for name, binary_output in wanted.items():
         tensor, data = output_tensor(name, produced[name], binary=binary_output)
@@ -263,22 +240,16 @@ async def _infer(request: Request, server: Service) -> Response:
     )
 
 
-def _requested_outputs(requested: Any, served: Served, all_binary: bool) -> dict[str, bool]:
-    """Output name -> binary? (the defaults when the request names none)."""
-    if requested is None:
-        return {name: all_binary for name in served.default_outputs}
+def _requested_outputs(requested: Any, server: Service, all_binary: bool) -> dict[str, bool]:
+    """Output name -> binary? (every output when the request names none)."""
+    if requested is None:  # the protocol: every output the model has
+        return dict.fromkeys(server.served.outputs, all_binary)
     if not isinstance(requested, list):
         raise RequestError(400, "'outputs' must be a list of objects.", kind="request")
+    names = [item.get("name") if isinstance(item, Mapping) else None for item in requested]
+    server.check_outputs(names)
     wanted: dict[str, bool] = {}
-    for item in requested:
-        name = item.get("name") if isinstance(item, Mapping) else None
-        if name not in served.outputs:
-            raise RequestError(
-                400,
-                f"Unknown output {name!r}; model {served.name!r} has outputs "
-                f"{', '.join(map(repr, served.outputs))}.",
-                kind="request",
-            )
+    for name, item in zip(names, requested, strict=True):
         parameters = item.get("parameters") or {}
         flag = (
             parameters.get("binary_data", all_binary)
@@ -350,13 +321,17 @@ async def _drift(request: Request, server: Service) -> Response:
 async def _http_error(request: Request, exc: Exception) -> Response:
     status = getattr(exc, "status_code", 500)
     detail = getattr(exc, "detail", None) or "error"
+    headers = dict(getattr(exc, "headers", None) or {})
     kind = {404: "not_found", 405: "request"}.get(status, "request")
     request.scope.setdefault("state", {})["error_kind"] = kind
     if status == 404:
         detail = f"No endpoint at {request.url.path}; see GET /v2 and /v2/models/<name>."
     elif status == 405:
-        detail = f"{request.method} is not allowed on {request.url.path}."
-    return _json_response({"error": detail}, status)
+        # RFC 9110: a 405 says which methods are allowed (Starlette keeps them in a set).
+        allowed = ", ".join(sorted(m.strip() for m in headers.get("Allow", "").split(",")))
+        headers["Allow"] = allowed
+        detail = f"{request.method} is not allowed on {request.url.path}; use {allowed}."
+    return _json_response({"error": detail}, status, headers)
 
 
 async def _unhandled(request: Request, exc: Exception) -> Response:
@@ -439,12 +414,17 @@ def create_app(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     registry: CollectorRegistry | None = None,
     drift_window: float | None = DEFAULT_DRIFT_WINDOW_S,
+    grpc_port: int | None = None,
+    grpc_host: str = "127.0.0.1",
+    grpc_reuse_port: bool = False,
 ) -> Any:
     """An ASGI app (Starlette) serving a loaded bundle; embed it in any ASGI server.
 
     The app warms up (one prediction through the whole path) in its lifespan startup, or on
     its first request when the host does not run lifespan events; ``/v2/health/ready``
-    answers 200 only after that.
+    answers 200 only after that. With `grpc_port`, the lifespan startup also starts the
+    protocol's gRPC service on that port (after the warm-up), sharing the app's batcher,
+    and its shutdown stops it; ``app.state.grpc_port`` is the port it listens on.
 
     Args:
         bundle: a loaded `Bundle` (``Bundle.load(path)``).
@@ -458,6 +438,11 @@ def create_app(
         drift_window: seconds of traffic the live drift metrics cover (``/metrics`` gauges
             ``bundle_drift_*``, ``GET /drift``), when the bundle has a training profile;
             None or 0 turns live drift off.
+        grpc_port: serve ``inference.GRPCInferenceService`` on this port too (0: any free
+            port); None serves REST only. Needs a host that runs lifespan events.
+        grpc_host: the interface the gRPC service listens on.
+        grpc_reuse_port: share the gRPC port with other processes serving the same bundle
+            (``run(workers=N)`` does); otherwise a port in use fails the startup.
 
     Returns:
         A Starlette application.
@@ -479,9 +464,18 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:
         await state.start()
+        grpc_server = None
         try:
+            if grpc_port is not None:
+                from .grpc import start_grpc_server
+
+                grpc_server, app.state.grpc_port = await start_grpc_server(
+                    state, grpc_host, grpc_port, reuse_port=grpc_reuse_port
+                )
             yield
         finally:
+            if grpc_server is not None:
+                await grpc_server.stop(GRPC_GRACE_S)
             await state.stop()
 
     model = "/v2/models/{name}"
@@ -506,5 +500,6 @@ def create_app(
         exception_handlers={HTTPException: _http_error, Exception: _unhandled},
     )
     app.state.bundle_server = state
+    app.state.grpc_port = None
     app.add_middleware(_Observe, state=state)
     return app

@@ -10,6 +10,7 @@ import base64
 import json
 import math
 import struct
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -55,16 +56,92 @@ def datatype_of(dtype: Any) -> str:
     )
 
 
+MAX_DIMS = 32
+"""Dimensions of one tensor at most (numpy allows 64; no model here takes more than a few)."""
+
+
 def parse_json(data: bytes | memoryview) -> Any:
+    """A request body's JSON, or a `RequestError` (400) naming what is wrong with it."""
     try:
         return json.loads(bytes(data))
+    except RecursionError as exc:
+        # json's C parser recurses once per level and stops at the interpreter's limit.
+        raise RequestError(
+            400,
+            "The request body's JSON is nested too deeply to parse (about "
+            f"{sys.getrecursionlimit():,} levels of arrays and objects or more). A tensor "
+            f"needs one level per dimension, at most {MAX_DIMS}.",
+            kind="request",
+        ) from exc
     except (ValueError, UnicodeDecodeError) as exc:
         raise RequestError(
             400, f"The request body is not valid JSON: {exc}.", kind="request"
         ) from exc
 
 
-def _decode_bytes_tensor(buffer: memoryview, count: int, name: str) -> np.ndarray:
+def tensor_count(name: str, datatype: Any, shape: Any) -> int:
+    """Check one input tensor's datatype and shape; return its number of elements.
+
+    Sizes come from the request, so nothing is allocated from them here: the callers
+    compare the count with the data actually sent before they allocate.
+    """
+    if not (
+        isinstance(shape, list)
+        and len(shape) <= MAX_DIMS
+        and all(type(d) is int and d >= 0 for d in shape)  # JSON true is no dimension
+    ):
+        raise RequestError(
+            400,
+            f"Input {name!r}: 'shape' must be a list of at most {MAX_DIMS} non-negative "
+            f"integers, got {_brief(shape)}.",
+            kind="request",
+        )
+    if not isinstance(datatype, str) or datatype not in DATATYPES:
+        raise RequestError(
+            400,
+            f"Input {name!r}: unknown datatype {_brief(datatype)}; the protocol's datatypes are "
+            f"{', '.join(DATATYPES)}.",
+            kind="request",
+        )
+    return math.prod(shape)
+
+
+def _brief(value: Any, limit: int = 80) -> str:
+    """A client's value for an error message, cut to `limit` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def decode_binary(
+    name: str, datatype: str, shape: list[int], count: int, chunk: bytes | memoryview
+) -> np.ndarray:
+    """A tensor from its raw bytes (binary extension, gRPC raw contents), shaped as declared."""
+    if datatype == "BYTES":
+        # Every element takes at least its 4-byte length: refuse a shape that claims more
+        # elements than the bytes can hold before allocating anything for them.
+        if count > len(chunk) // 4:
+            raise RequestError(
+                400,
+                f"Input {name!r}: shape {_brief(shape)} claims {count:,} BYTES element(s), but "
+                f"its {len(chunk):,} bytes of data hold at most {len(chunk) // 4:,} (each "
+                "element is a 4-byte length and its bytes).",
+                kind="request",
+            )
+        array = _decode_bytes_tensor(chunk, count, name)
+    else:
+        dtype = DATATYPES[datatype].newbyteorder("<")
+        if len(chunk) != count * dtype.itemsize:
+            raise RequestError(
+                400,
+                f"Input {name!r}: {len(chunk):,} bytes of data, but shape {_brief(shape)} of "
+                f"{datatype} needs {count * dtype.itemsize:,}.",
+                kind="request",
+            )
+        array = np.frombuffer(chunk, dtype=dtype).astype(dtype.newbyteorder("="))
+    return array.reshape(shape)
+
+
+def _decode_bytes_tensor(buffer: bytes | memoryview, count: int, name: str) -> np.ndarray:
     """BYTES binary data: each element is a 4-byte little-endian length, then the bytes."""
     out = np.empty(count, dtype=object)
     offset = 0
@@ -83,11 +160,16 @@ def _decode_bytes_tensor(buffer: memoryview, count: int, name: str) -> np.ndarra
     if offset != len(buffer):
         raise RequestError(
             400,
-            f"Input {name!r}: its BYTES binary data holds more than the {count} element(s) "
+            f"Input {name!r}: its BYTES binary data holds more than the {count:,} element(s) "
             "its shape says.",
             kind="request",
         )
     return out
+
+
+def texts(values: list[bytes]) -> list[Any]:
+    """BYTES elements as text where they are UTF-8 (as JSON clients send strings)."""
+    return [_text(value) for value in values]
 
 
 def _text(value: bytes) -> Any:
@@ -97,7 +179,8 @@ def _text(value: bytes) -> Any:
         return value
 
 
-def _encode_bytes_tensor(array: np.ndarray) -> bytes:
+def encode_bytes_tensor(array: np.ndarray) -> bytes:
+    """BYTES elements as binary data: a 4-byte little-endian length, then the bytes, each."""
     parts = []
     for item in array.ravel():
         data = item if isinstance(item, bytes) else str(item).encode("utf-8")
@@ -107,73 +190,48 @@ def _encode_bytes_tensor(array: np.ndarray) -> bytes:
 
 
 def read_tensor(spec: Any, binary: memoryview, offset: int) -> tuple[str, np.ndarray, int]:
-    """One input tensor of an infer request: (name, array shaped as declared, new offset)."""
+    """One input tensor of a REST infer request: (name, array shaped as declared, new offset)."""
     if not isinstance(spec, Mapping):
         raise RequestError(400, "Each entry of 'inputs' must be a JSON object.", kind="request")
     name = spec.get("name")
-    shape = spec.get("shape")
-    datatype = spec.get("datatype")
     if not isinstance(name, str):
         raise RequestError(400, "An input tensor has no 'name'.", kind="request")
-    if not (isinstance(shape, list) and all(isinstance(d, int) and d >= 0 for d in shape)):
-        raise RequestError(
-            400,
-            f"Input {name!r}: 'shape' must be a list of non-negative integers, got {shape!r}.",
-            kind="request",
-        )
-    if datatype not in DATATYPES:
-        raise RequestError(
-            400,
-            f"Input {name!r}: unknown datatype {datatype!r}; the protocol's datatypes are "
-            f"{', '.join(DATATYPES)}.",
-            kind="request",
-        )
-    count = math.prod(shape)
+    shape = spec.get("shape")
+    datatype = spec.get("datatype")
+    count = tensor_count(name, datatype, shape)
     parameters = spec.get("parameters") or {}
     size = parameters.get("binary_data_size") if isinstance(parameters, Mapping) else None
     if size is not None:
-        if not isinstance(size, int) or size < 0 or offset + size > len(binary):
+        if type(size) is not int or size < 0 or offset + size > len(binary):
             raise RequestError(
                 400,
-                f"Input {name!r}: binary_data_size {size!r} does not fit the "
+                f"Input {name!r}: binary_data_size {_brief(size)} does not fit the "
                 f"{len(binary) - offset:,} bytes of binary data left in the request.",
                 kind="request",
             )
-        chunk = binary[offset : offset + size]
-        offset += size
-        if datatype == "BYTES":
-            array = _decode_bytes_tensor(chunk, count, name)
-        else:
-            dtype = DATATYPES[datatype].newbyteorder("<")
-            if size != count * dtype.itemsize:
-                raise RequestError(
-                    400,
-                    f"Input {name!r}: {size:,} bytes of binary data, but shape {shape} of "
-                    f"{datatype} needs {count * dtype.itemsize:,}.",
-                    kind="request",
-                )
-            array = np.frombuffer(chunk, dtype=dtype).astype(dtype.newbyteorder("="))
-        return name, array.reshape(shape), offset
+        array = decode_binary(name, datatype, shape, count, binary[offset : offset + size])
+        return name, array, offset + size
     if "data" not in spec:
         raise RequestError(
             400, f"Input {name!r} has neither 'data' nor binary data.", kind="request"
         )
-    array = _json_tensor(name, spec["data"], datatype, count)
-    return name, array.reshape(shape), offset
+    return name, decode_values(name, datatype, shape, count, spec["data"]), offset
 
 
-def _json_tensor(name: str, data: Any, datatype: str, count: int) -> np.ndarray:
-    flat = _flatten(data)
+def decode_values(name: str, datatype: str, shape: list[int], count: int, data: Any) -> np.ndarray:
+    """A tensor from its elements (JSON ``data``, gRPC typed contents), shaped as declared."""
+    flat = _flatten(data, name)
     if len(flat) != count:
         raise RequestError(
             400,
-            f"Input {name!r}: its shape holds {count:,} element(s), but 'data' has {len(flat):,}.",
+            f"Input {name!r}: its shape holds {count:,} element(s), but its data has "
+            f"{len(flat):,}.",
             kind="request",
         )
     if datatype == "BYTES":
         array = np.empty(len(flat), dtype=object)
         array[:] = flat
-        return array
+        return array.reshape(shape)
     dtype = DATATYPES[datatype]
     try:
         if dtype.kind == "f":  # null stands for a missing value (NaN)
@@ -182,7 +240,7 @@ def _json_tensor(name: str, data: Any, datatype: str, count: int) -> np.ndarray:
             raise TypeError("it holds fractional numbers")
         if dtype.kind == "b" and not all(isinstance(v, bool) for v in flat):
             raise TypeError("BOOL data must be true or false")
-        return np.array(flat, dtype=dtype)
+        return np.array(flat, dtype=dtype).reshape(shape)
     except (TypeError, ValueError, OverflowError) as exc:
         raise SchemaError(
             f"Input {name!r}: its data cannot be read as {datatype} ({str(exc).splitlines()[0]}).",
@@ -190,7 +248,8 @@ def _json_tensor(name: str, data: Any, datatype: str, count: int) -> np.ndarray:
         ) from exc
 
 
-def _flatten(data: Any) -> list[Any]:
+def _flatten(data: Any, name: str) -> list[Any]:
+    """Elements of a (nested) JSON array in row-major order; at most `MAX_DIMS` levels."""
     if not isinstance(data, list):
         return [data]
     if not any(isinstance(item, list) for item in data):
@@ -200,6 +259,13 @@ def _flatten(data: Any) -> list[Any]:
     while stack:
         for item in stack[-1]:
             if isinstance(item, list):
+                if len(stack) >= MAX_DIMS:
+                    raise RequestError(
+                        400,
+                        f"Input {name!r}: its data is nested deeper than {MAX_DIMS} levels; "
+                        "a tensor's data is flat or nested once per dimension.",
+                        kind="request",
+                    )
                 stack.append(iter(item))
                 break
             out.append(item)
@@ -209,14 +275,12 @@ def _flatten(data: Any) -> list[Any]:
 
 
 def output_tensor(name: str, value: Any, *, binary: bool) -> tuple[dict[str, Any], bytes | None]:
+    """One REST output tensor: its JSON header, and its bytes when sent as binary data."""
     array = np.asarray(value)
     datatype = datatype_of(array.dtype)
     tensor: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(array.shape)}
     if binary:
-        if datatype == "BYTES":
-            data = _encode_bytes_tensor(array)
-        else:
-            data = np.ascontiguousarray(array).astype(array.dtype.newbyteorder("<")).tobytes()
+        data = raw_bytes(array, datatype)
         tensor["parameters"] = {"binary_data_size": len(data)}
         return tensor, data
     flat = array.ravel()
@@ -228,6 +292,13 @@ def output_tensor(name: str, value: Any, *, binary: bool) -> tuple[dict[str, Any
     else:
         tensor["data"] = flat.tolist()
     return tensor, None
+
+
+def raw_bytes(array: np.ndarray, datatype: str) -> bytes:
+    """A tensor's elements as raw bytes (binary extension, gRPC raw contents)."""
+    if datatype == "BYTES":
+        return encode_bytes_tensor(array)
+    return np.ascontiguousarray(array).astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
 
 
 def jsonable(value: Any) -> Any:

@@ -17,7 +17,16 @@ import uvicorn
 from bundle import Bundle, BundleError
 
 from .app import create_app
+from .connections import (
+    DEFAULT_BODY_TIMEOUT_S,
+    DEFAULT_HEADER_TIMEOUT_S,
+    DEFAULT_MAX_CONNECTIONS,
+    GuardedHttpToolsProtocol,
+    check_limits,
+    http_protocol,
+)
 from .drift import DEFAULT_DRIFT_WINDOW_S
+from .grpc import DEFAULT_GRPC_PORT
 from .logs import log_config, logger
 from .metrics import MULTIPROC_ENV
 from .service import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_WAIT_MS
@@ -39,6 +48,10 @@ def run(
     log_level: str = "info",
     timeout_graceful_shutdown: float = DEFAULT_GRACEFUL_SHUTDOWN_S,
     drift_window: float | None = DEFAULT_DRIFT_WINDOW_S,
+    grpc_port: int | None = DEFAULT_GRPC_PORT,
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT_S,
+    body_timeout: float = DEFAULT_BODY_TIMEOUT_S,
+    max_connections: int = DEFAULT_MAX_CONNECTIONS,
 ) -> None:
     """Serve the bundle at `location` until SIGINT/SIGTERM (what ``bundle serve`` runs).
 
@@ -46,6 +59,10 @@ def run(
     be loaded raises at once. With ``workers > 1``, uvicorn starts that many processes on
     the same port, each loading the bundle once through an app factory; metrics switch to
     prometheus_client's multiprocess mode so ``/metrics`` sums over all workers.
+
+    The protocol's gRPC service listens on `grpc_port` (same host) in the same process,
+    sharing the REST server's batcher; with several workers each listens on it too (the
+    kernel spreads connections over them).
 
     On SIGTERM the server stops accepting connections, finishes the requests in flight (at
     most `timeout_graceful_shutdown` seconds), then exits.
@@ -62,6 +79,14 @@ def run(
         log_level: ``debug``, ``info``, ``warning`` or ``error``; access logs are ``info``.
         timeout_graceful_shutdown: seconds to finish in-flight requests on shutdown.
         drift_window: seconds of traffic live drift covers; None or 0 turns it off.
+        grpc_port: the gRPC port (``inference.GRPCInferenceService``); None serves REST only,
+            0 any free port (logged).
+        header_timeout: seconds a request's headers may take to arrive; a slower client
+            gets 408 and its connection is closed.
+        body_timeout: seconds a request's body may take after its headers; a slower client's
+            connection is closed.
+        max_connections: open HTTP connections at most (per worker); one more gets 503 and
+            is closed at once.
 
     Raises:
         BundleError: the bundle cannot be loaded (not found, tampered, needs trusted=True),
@@ -74,6 +99,9 @@ def run(
         raise ValueError(f"max_batch_size must be at least 1 row; got {max_batch_size}.")
     if max_wait_ms < 0:
         raise ValueError(f"max_wait_ms must be 0 or more; got {max_wait_ms}.")
+    if grpc_port is not None and not 0 <= grpc_port <= 65535:
+        raise ValueError(f"grpc_port must be a TCP port (0-65535) or None; got {grpc_port}.")
+    check_limits(header_timeout, body_timeout, max_connections)
     location = os.fspath(location)
     options: dict[str, Any] = {
         "host": host,
@@ -84,6 +112,11 @@ def run(
         "timeout_graceful_shutdown": timeout_graceful_shutdown,
         "server_header": False,
     }
+    limits = {
+        "header_timeout": header_timeout,
+        "body_timeout": body_timeout,
+        "max_connections": max_connections,
+    }
     if workers == 1:
         loaded = Bundle.load(location, trusted=trusted)
         app = create_app(
@@ -91,8 +124,10 @@ def run(
             max_batch_size=max_batch_size,
             max_wait_ms=max_wait_ms,
             drift_window=drift_window,
+            grpc_port=grpc_port,
+            grpc_host=host,
         )
-        uvicorn.run(app, **options)
+        uvicorn.run(app, http=http_protocol(**limits), **options)
         return
     work = Path(tempfile.mkdtemp(prefix="keras-bundle-serve-"))
     error_file = work / "worker-error.txt"
@@ -102,6 +137,9 @@ def run(
         "max_batch_size": max_batch_size,
         "max_wait_ms": max_wait_ms,
         "drift_window": drift_window,
+        "grpc_port": grpc_port,
+        "host": host,
+        "limits": limits,
         "error_file": str(error_file),
     }
     own_metrics = not os.environ.get(MULTIPROC_ENV)
@@ -124,7 +162,14 @@ def run(
     watcher = threading.Thread(target=stop_when_a_worker_cannot_load, daemon=True)
     watcher.start()
     try:
-        uvicorn.run("bundle.serve.runner:worker_app", factory=True, workers=workers, **options)
+        uvicorn.run(
+            "bundle.serve.runner:worker_app",
+            factory=True,
+            workers=workers,
+            # Worker processes import the class by name; worker_app sets its limits.
+            http=f"{GuardedHttpToolsProtocol.__module__}:{GuardedHttpToolsProtocol.__name__}",
+            **options,
+        )
         done.set()
         if error_file.exists():  # the workers stopped the server: they could not load
             raise BundleError(error_file.read_text(encoding="utf-8"))
@@ -152,9 +197,14 @@ def worker_app() -> Any:
         # uvicorn's supervisor restarts a worker that died, but stops on this exit code:
         # every restart would fail the same way.
         raise SystemExit(_STARTUP_FAILURE) from exc
+    for name, value in config["limits"].items():
+        setattr(GuardedHttpToolsProtocol, name, value)
     return create_app(
         loaded,
         max_batch_size=config["max_batch_size"],
         max_wait_ms=config["max_wait_ms"],
         drift_window=config.get("drift_window"),
+        grpc_port=config["grpc_port"],
+        grpc_host=config["host"],
+        grpc_reuse_port=True,
     )

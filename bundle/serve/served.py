@@ -128,7 +128,13 @@ class Served:
                 f"batch axis first; the request has {len(tensors)}: "
                 f"{', '.join(map(repr, sorted(tensors)))}."
             )
-        return next(iter(tensors.values()))
+        ((name, array),) = tensors.items()
+        if array.ndim == 0:
+            raise SchemaError(
+                f"Input {name!r} has shape [], but model {self.name!r} takes a batch of "
+                f"samples: shape {self.inputs[0].shape} with the batch axis first."
+            )
+        return array
 
     def metadata(self) -> dict[str, Any]:
         return {

@@ -12,13 +12,14 @@ from typing import Any
 import numpy as np
 from prometheus_client import CollectorRegistry
 
-from bundle import SchemaError
+from bundle import SchemaError, StepError
 
-from .batching import DynamicBatcher, concat_rows, slice_rows
+from .batching import DynamicBatcher, Overloaded, concat_rows, slice_rows
 from .drift import LiveDrift
 from .logs import logger
 from .metrics import Metrics
-from .served import Served
+from .protocol import RequestError
+from .served import Served, named_results
 
 DEFAULT_MAX_BATCH_SIZE = 256  # rows per model call
 DEFAULT_MAX_WAIT_MS = 2.0  # how long an idle server waits for a request to get company
@@ -323,9 +324,71 @@ class Service:
         payload = self.payload(raw, strict=strict)
         return await self.batcher.submit(payload, payload.rows, with_scores=with_scores)
 
+    # ------------------------------------------------------------------ the protocol
+    def check_model(self, name: str, version: str | None) -> Served:
+        """The served model if `name` (and `version`, unless None or empty) are its own."""
+        served = self.served
+        if name != served.name:
+            raise RequestError(
+                404,
+                f"Unknown model {name!r}: this server serves {served.name!r}.",
+                kind="not_found",
+            )
+        if version and version != served.version:
+            raise RequestError(
+                404,
+                f"Unknown version {version!r} of model {name!r}: this server serves version "
+                f"{served.version!r}.",
+                kind="not_found",
+            )
+        return served
+
+    def check_outputs(self, names: list[Any]) -> None:
+        """Refuse (400) an output name the model does not have."""
+        outputs = self.served.outputs
+        for name in names:
+            if not isinstance(name, str) or name not in outputs:
+                raise RequestError(
+                    400,
+                    f"Unknown output {name!r}; model {self.served.name!r} has outputs "
+                    f"{', '.join(map(repr, outputs))}.",
+                    kind="request",
+                )
+
+    async def infer(
+        self, tensors: dict[str, np.ndarray], outputs: list[str]
+    ) -> tuple[dict[str, Any], int]:
+        """One protocol inference: the named `outputs` (checked) for the input tensors."""
+        served = self.served
+        with_scores = any(name not in served.default_outputs for name in outputs)
+        raw = served.raw_from_tensors(tensors)
+        predictions, scores, rows = await self.predict(raw, strict=True, with_scores=with_scores)
+        produced = named_results(predictions, "predictions")
+        if scores is not None and served.has_postprocess:
+            produced.update(named_results(scores, "scores"))
+        return {name: produced[name] for name in outputs}, rows
+
+
+def client_error(exc: BaseException) -> tuple[int, str] | None:
+    """``(HTTP status, error kind)`` when `exc` is the client's fault or an overload, else None.
+
+    Both transports answer with it: REST as the status, gRPC as the matching status code.
+    """
+    if isinstance(exc, RequestError):
+        return exc.status, exc.kind
+    if isinstance(exc, SchemaError):
+        return 400, "schema"
+    if isinstance(exc, StepError):
+        return 400, "step"
+    if isinstance(exc, Overloaded):
+        return 503, "overloaded"
+    return None
+
 
 def _rough_rows(raw: Any) -> int:
     """Rows of a raw input, for the batch limits (exact rows come from coerce)."""
     if isinstance(raw, Mapping):
         return max((_rough_rows(value) for value in raw.values()), default=1)
-    return len(raw) if isinstance(raw, (list, tuple, np.ndarray)) else 1
+    if isinstance(raw, np.ndarray):
+        return int(raw.shape[0]) if raw.ndim else 1
+    return len(raw) if isinstance(raw, (list, tuple)) else 1

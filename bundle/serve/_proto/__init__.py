@@ -1,0 +1,1 @@
+"""Generated protobuf messages of the Open Inference Protocol (see generate.py)."""
