@@ -759,7 +759,8 @@ def test_mapped_ufuncs_match_numpy():
     import scipy.special
     import tensorflow as tf
 
-    from bundle.export.saved_model import _apply_ufunc, _ufunc_table
+    from bundle.steps.functions import apply_ufunc as _apply_ufunc
+    from bundle.steps.functions import ufunc_table as _ufunc_table
 
     special = [np.nan, np.inf, -np.inf, 0.0, -0.0, 0.5, -0.5, 1.0, -1.0, 2.5, -3.5, 1e-300, 7e2]
     for func in _ufunc_table():
@@ -786,7 +787,7 @@ def test_mapped_ufuncs_match_numpy():
 def test_argmax_matches_numpy_on_ties_and_nan():
     import tensorflow as tf
 
-    from bundle.export.saved_model import _first_argmax
+    from bundle.steps.graph import first_argmax as _first_argmax
 
     scores = np.array(
         [[1, 1, 1], [np.nan, 2, 2], [1, np.nan, 3], [-np.inf] * 3, [0, 5, 5], [np.nan] * 3],
@@ -799,12 +800,12 @@ def _replay(step, x):
     """Run `step`'s TensorFlow form eagerly on array `x` (float64 output, like predict)."""
     import tensorflow as tf
 
-    from bundle.export.saved_model import _Build, _compile, _Ctx, _Frame
+    from bundle.steps.graph import Context, GraphBuild, TensorFrame, compile_graph
 
-    build = _Build(missing_token="")
-    node = _compile(step, _Ctx(build, type(step).__name__, x.shape[1], None))
+    build = GraphBuild(missing_token="")
+    node = compile_graph(step, Context(x.shape[1], None, type(step).__name__, build=build))
     assert not build.problems, build.problems
-    out = node.run(_Frame.of(tf.constant(x))).to(np.float64).numpy()
+    out = node.run(TensorFrame.of(tf.constant(x))).to(np.float64).numpy()
     assert out.shape == (len(x), node.n_out)
     return out
 
@@ -916,7 +917,7 @@ def test_each_postprocess_form_matches_scikit_learn():
         StandardScaler,
     )
 
-    from bundle.export.saved_model import _Build, _post_forms
+    from bundle.steps.graph import GraphBuild, decode_graph
 
     rng = np.random.default_rng(SEED)
     y = rng.normal(10, 5, (100, 2))
@@ -933,10 +934,8 @@ def test_each_postprocess_form_matches_scikit_learn():
         (LabelBinarizer().fit([[0, 1], [1, 1]]), scores),
     ]
     for step, values in cases:
-        build = _Build(missing_token="")
-        run = _post_forms()[type(step)](
-            step, "inverse_transform", [None, values.shape[1]], "post", build
-        )
+        build = GraphBuild(missing_token="")
+        run = decode_graph(step, "inverse_transform", [None, values.shape[1]], "post", build)
         assert not build.problems, build.problems
         got = run(tf.constant(values)).numpy()
         expected = np.asarray(step.inverse_transform(values))

@@ -318,9 +318,9 @@ def test_no_package_imports_another_packages_private_names():
 
 
 def test_private_import_checker_catches_a_private_helper():
-    source = "def f():\n    from ..steps.fast import _helper\n"
+    source = "def f():\n    from ..steps.replay import _helper\n"
     assert private_imports(source, "export.saved_model") == [
-        "export.saved_model:2 imports steps.fast._helper"
+        "export.saved_model:2 imports steps.replay._helper"
     ]
     assert private_imports("from .frames import _Frame\n", "export.saved_model") == []
 
@@ -360,7 +360,7 @@ def test_rank_checker_catches_uphill_imports(module, source, expected):
     ("module", "source"),
     [
         ("storage.local", "from ..format.layout import X\nfrom ..errors import BundleError\n"),
-        ("steps.__init__", "from . import native\nfrom .fast import compile_replay\n"),
+        ("steps.__init__", "from . import native\nfrom .replay import compile_replay\n"),
         ("steps.native", "from ..errors import bullet_list\n"),
         ("core", "from .format import golden\nfrom .steps.rules import input_rules\n"),
         ("format.manifest", "def f():\n    from .._version import __version__\n"),

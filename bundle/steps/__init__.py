@@ -1,11 +1,18 @@
-"""Preprocessing and postprocessing steps: how each is saved, loaded and replayed.
+"""Preprocessing and postprocessing steps: how each is saved, loaded, replayed and exported.
+
+Every supported scikit-learn class is one `Kind` (`kinds.py`) in its family module
+(`scalers`, `functions`, `imputers`, `encoders`, `binning`, `compose`, `labels`, ...),
+gathered by `registry.py`: its stored state, its fitted constants, its NumPy replay
+(`replay.py`), its TensorFlow form (`graph.py`, the export edge's interface) and its input
+rules (`rules.py`). `runtime.py` runs the steps at prediction time; `storage.py` picks the
+serializer and `native.py` writes and reads the pickle-free format.
 
 Each step is stored with the first serializer that can hold it:
 
 ============  ===========================================  ====================
 serializer    used for                                      loading runs code?
 ============  ===========================================  ====================
-native        the transformers in `native.py`: JSON + .npz  no
+native        classes with a kind: JSON + .npz                no
 joblib        other objects importable from installed code  yes (trusted=True)
 cloudpickle   objects using ``__main__`` or local modules   yes (trusted=True)
 ============  ===========================================  ====================

@@ -6,10 +6,11 @@ attributes become a JSON tree, stored in the file as a 0-d unicode array under
 with ``np.load(path, allow_pickle=False)``.
 
 Reading never unpickles and never imports a name found in the file: a class is looked up
-in `CODECS`, a fixed table keyed by class, and a function (``FunctionTransformer.func``)
-is resolved only inside the modules of `FUNCTION_MODULES`. Each codec lists the fitted
-attributes it may set; an attribute it does not know is refused on both sides, so a
-rebuilt object never silently lacks state the original had.
+in the registry of kinds (`bundle.steps.registry`), a fixed table keyed by class, and a
+function (``FunctionTransformer.func``) is resolved only inside the modules of
+`FUNCTION_MODULES`. Each kind lists the fitted attributes it may set; an attribute it does
+not know is refused on both sides, so a rebuilt object never silently lacks state the
+original had.
 
 Example:
     >>> write_native(fitted_column_transformer, Path("steps/000-pre.npz"))
@@ -25,34 +26,19 @@ import sys
 import types
 import zipfile
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import sklearn
 from sklearn.base import BaseEstimator
-from sklearn.compose import ColumnTransformer
-from sklearn.impute import MissingIndicator, SimpleImputer
-from sklearn.pipeline import FeatureUnion, Pipeline
-from sklearn.preprocessing import (
-    FunctionTransformer,
-    KBinsDiscretizer,
-    LabelBinarizer,
-    LabelEncoder,
-    MaxAbsScaler,
-    MinMaxScaler,
-    OneHotEncoder,
-    OrdinalEncoder,
-    PolynomialFeatures,
-    RobustScaler,
-    StandardScaler,
-)
 
 from ..errors import UnsupportedFormatError, bullet_list
+from .kinds import Kind
+from .registry import KINDS, KINDS_BY_NAME, known_classes
 
 __all__ = [
-    "CODECS",
+    "COMMON_STATE",
     "FORMAT_NAME",
     "FORMAT_VERSION",
     "FUNCTION_MODULES",
@@ -71,139 +57,18 @@ new file (a new node type, a changed attribute meaning); keep reading every olde
 PARAMS_KEY = "__params__"
 TYPE_KEY = "__type__"
 
-# ---------------------------------------------------------------------------------------
-# Codecs: which classes, under which stable name, with which fitted attributes.
-# ---------------------------------------------------------------------------------------
-
+# Fitted attributes every kind may carry, besides its own `Kind.state`.
 COMMON_STATE = ("n_features_in_", "feature_names_in_", "_sklearn_output_config")
 
 
-@dataclass(frozen=True)
-class Codec:
-    """How one class is stored: its stable name and the fitted attributes it may carry.
-
-    Attributes:
-        cls: the class; subclasses are not covered (they may hold state we do not know).
-        name: the public import path written to files, e.g. ``sklearn.preprocessing.X``.
-        state: fitted attributes restored with ``setattr`` after construction.
-        params: optional hook adjusting ``get_params(deep=False)`` before storage.
-    """
-
-    cls: type
-    name: str
-    state: frozenset[str]
-    params: Callable[[Any, dict[str, Any]], dict[str, Any]] | None = None
-
-    def get_params(self, obj: Any) -> dict[str, Any]:
-        params = obj.get_params(deep=False)
-        return self.params(obj, params) if self.params else params
+def _state(kind: Kind) -> frozenset[str]:
+    return frozenset(COMMON_STATE + kind.state)
 
 
-def _column_transformer_params(ct: ColumnTransformer, params: dict[str, Any]) -> dict[str, Any]:
-    """Replace callable column selections by the columns they resolved to at fit time."""
-    resolved = getattr(ct, "_columns", None)
-    if resolved is None:
-        return params
-    params["transformers"] = [
-        (name, trans, fitted if callable(columns) else columns)
-        for (name, trans, columns), fitted in zip(ct.transformers, resolved, strict=False)
-    ]
-    return params
+def _params(kind: Kind, obj: Any) -> dict[str, Any]:
+    params = obj.get_params(deep=False)
+    return kind.params(obj, params) if kind.params else params
 
-
-def _codec(cls: type, name: str, state: tuple[str, ...] = (), params: Any = None) -> Codec:
-    return Codec(cls, name, frozenset(COMMON_STATE + state), params)
-
-
-_PREPROCESSING = "sklearn.preprocessing."
-CODECS: dict[type, Codec] = {
-    codec.cls: codec
-    for codec in (
-        _codec(
-            StandardScaler,
-            _PREPROCESSING + "StandardScaler",
-            ("n_samples_seen_", "mean_", "var_", "scale_"),
-        ),
-        _codec(
-            MinMaxScaler,
-            _PREPROCESSING + "MinMaxScaler",
-            ("n_samples_seen_", "scale_", "min_", "data_min_", "data_max_", "data_range_"),
-        ),
-        _codec(
-            MaxAbsScaler, _PREPROCESSING + "MaxAbsScaler", ("n_samples_seen_", "max_abs_", "scale_")
-        ),
-        _codec(RobustScaler, _PREPROCESSING + "RobustScaler", ("center_", "scale_")),
-        _codec(
-            SimpleImputer,
-            "sklearn.impute.SimpleImputer",
-            ("_fit_dtype", "_fill_dtype", "statistics_", "indicator_"),
-        ),
-        _codec(
-            MissingIndicator,
-            "sklearn.impute.MissingIndicator",
-            ("_precomputed", "_n_features", "features_"),
-        ),
-        _codec(
-            OneHotEncoder,
-            _PREPROCESSING + "OneHotEncoder",
-            (
-                "_infrequent_enabled",
-                "categories_",
-                "_infrequent_indices",
-                "_default_to_infrequent_mappings",
-                "_drop_idx_after_grouping",
-                "drop_idx_",
-                "_n_features_outs",
-            ),
-        ),
-        _codec(
-            OrdinalEncoder,
-            _PREPROCESSING + "OrdinalEncoder",
-            (
-                "_infrequent_enabled",
-                "categories_",
-                "_missing_indices",
-                "_infrequent_indices",
-                "_default_to_infrequent_mappings",
-            ),
-        ),
-        _codec(LabelEncoder, _PREPROCESSING + "LabelEncoder", ("classes_",)),
-        _codec(
-            LabelBinarizer,
-            _PREPROCESSING + "LabelBinarizer",
-            ("y_type_", "sparse_input_", "classes_"),
-        ),
-        _codec(
-            KBinsDiscretizer,
-            _PREPROCESSING + "KBinsDiscretizer",
-            ("bin_edges_", "n_bins_", "_encoder"),
-        ),
-        _codec(
-            PolynomialFeatures,
-            _PREPROCESSING + "PolynomialFeatures",
-            ("_min_degree", "_max_degree", "n_output_features_", "_n_out_full"),
-        ),
-        _codec(FunctionTransformer, _PREPROCESSING + "FunctionTransformer"),
-        _codec(Pipeline, "sklearn.pipeline.Pipeline"),
-        _codec(FeatureUnion, "sklearn.pipeline.FeatureUnion", ("_transformers_feature_names_out",)),
-        _codec(
-            ColumnTransformer,
-            "sklearn.compose.ColumnTransformer",
-            (
-                "_columns",
-                "_transformer_to_input_indices",
-                "_remainder",
-                "sparse_output_",
-                "transformers_",
-                "output_indices_",
-                "_transformers_feature_names_out",
-            ),
-            _column_transformer_params,
-        ),
-    )
-}
-CODECS_BY_NAME: dict[str, Codec] = {codec.name: codec for codec in CODECS.values()}
-KNOWN_CLASSES = ", ".join(sorted(cls.__name__ for cls in CODECS))
 
 # ---------------------------------------------------------------------------------------
 # Functions: resolved only inside these modules, never by importing a name from a file.
@@ -357,7 +222,7 @@ class _Writer:
 
     def root(self, obj: Any, name: str | None) -> Any:
         label = type(obj).__name__ + (f" {name!r}" if name else "")
-        if type(obj) not in CODECS:
+        if type(obj) not in KINDS:
             self.unsupported(obj, (label,))
             return None
         return self.estimator(obj, (), label=label)
@@ -455,30 +320,39 @@ class _Writer:
     # -- estimators --------------------------------------------------------------------
 
     def estimator(self, obj: Any, path: tuple[str, ...], *, label: str | None = None) -> Any:
-        codec = CODECS.get(type(obj))
-        if codec is None:
+        kind = KINDS.get(type(obj))
+        if kind is None:
             return self.unsupported(obj, path)
         if id(obj) in self._ids:
             return {TYPE_KEY: "ref", "id": self._ids[id(obj)]}
         self._ids[id(obj)] = node_id = len(self._ids)
-        self.imports.add(codec.name)
+        self.imports.add(kind.name)
         here = (*path, label or type(obj).__name__)
-        params = codec.get_params(obj)
+        params = _params(kind, obj)
         state_names = [name for name in vars(obj) if name not in params]
+        known = _state(kind)
         for name in state_names:
-            if name not in codec.state:
+            if name not in known:
                 self.problem(f"{_join((*here, name))} (attribute the native codec does not know)")
         return {
             TYPE_KEY: "estimator",
-            "class": codec.name,
+            "class": kind.name,
             "id": node_id,
             "params": {name: self.encode(value, (*here, name)) for name, value in params.items()},
             "state": {
-                name: self.encode(getattr(obj, name), (*here, FITTED_COPIES.get(name, name)))
+                name: self.encode(
+                    _encoded(kind, name, getattr(obj, name)),
+                    (*here, FITTED_COPIES.get(name, name)),
+                )
                 for name in state_names
-                if name in codec.state
+                if name in known
             },
         }
+
+
+def _encoded(kind: Kind, name: str, value: Any) -> Any:
+    codec = kind.values.get(name)
+    return value if codec is None else codec.encode(value)
 
 
 # Fitted copies of parameters, reported under the parameter's name so that an unsupported
@@ -602,17 +476,19 @@ class _Reader:
         return self.objects[int(node["id"])]
 
     def estimator(self, node: dict[str, Any]) -> Any:
-        codec = CODECS_BY_NAME.get(node["class"])
-        if codec is None:
+        kind = KINDS_BY_NAME.get(node["class"])
+        if kind is None:
             raise _unknown_codec(node["class"], self.path)
-        allowed = set(codec.cls._get_param_names())
+        allowed = set(kind.cls._get_param_names())
         params = {name: self.decode(value) for name, value in node["params"].items()}
-        _refuse_unknown(codec, "parameter", set(params) - allowed, self.path)
-        _refuse_unknown(codec, "fitted attribute", set(node["state"]) - codec.state, self.path)
-        obj = codec.cls(**params)
+        _refuse_unknown(kind, "parameter", set(params) - allowed, self.path)
+        _refuse_unknown(kind, "fitted attribute", set(node["state"]) - _state(kind), self.path)
+        obj = kind.cls(**params)
         self.objects[int(node["id"])] = obj
         for name, value in node["state"].items():
-            setattr(obj, name, self.decode(value))
+            decoded = self.decode(value)
+            codec = kind.values.get(name)
+            setattr(obj, name, decoded if codec is None else codec.decode(decoded))
         return obj
 
 
@@ -635,22 +511,22 @@ _DECODERS: dict[str, Callable[[_Reader, dict[str, Any]], Any]] = {
 def _unknown_codec(name: Any, path: Path) -> UnsupportedFormatError:
     return UnsupportedFormatError(
         f"{path.name} names class {name!r}, which has no native codec; nothing was "
-        f"imported. Known codecs: {', '.join(sorted(CODECS_BY_NAME))}. The file was "
+        f"imported. Known codecs: {', '.join(sorted(KINDS_BY_NAME))}. The file was "
         "written by a newer keras-bundle or altered: upgrade keras-bundle, or re-save the "
         "step.",
         found=name,
-        supported=sorted(CODECS_BY_NAME),
+        supported=sorted(KINDS_BY_NAME),
     )
 
 
-def _refuse_unknown(codec: Codec, kind: str, names: set[str], path: Path) -> None:
+def _refuse_unknown(kind: Kind, what: str, names: set[str], path: Path) -> None:
     if names:
         raise UnsupportedFormatError(
-            f"{path.name} gives {codec.cls.__name__} {len(names)} {kind}(s) its codec does "
+            f"{path.name} gives {kind.cls.__name__} {len(names)} {what}(s) its codec does "
             f"not know:\n{bullet_list(sorted(names))}\nThe file was written by a newer "
             "keras-bundle or altered: upgrade keras-bundle, or re-save the step.",
             found=sorted(names),
-            supported=sorted(codec.state),
+            supported=sorted(_state(kind)),
         )
 
 
@@ -699,11 +575,11 @@ def write_native(obj: Any, path: Path) -> None:
         raise UnsupportedFormatError(
             f"Cannot store {type(obj).__name__} without pickle: {len(writer.problems)} "
             f"part(s) have no native codec:\n{bullet_list(writer.problems)}\n"
-            f"Native codecs exist for {KNOWN_CLASSES} (functions: NumPy ufuncs and "
+            f"Native codecs exist for {known_classes()} (functions: NumPy ufuncs and "
             f"{ALLOWED_MODULES}). Replace these parts, or store the step with joblib "
             "(loading it then needs trusted=True).",
             found=writer.problems,
-            supported=sorted(CODECS_BY_NAME),
+            supported=sorted(KINDS_BY_NAME),
         )
     payload = {
         "format": FORMAT_NAME,

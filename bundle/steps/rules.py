@@ -1,10 +1,12 @@
-"""What the fitted preprocessing says about its raw input.
+"""What the fitted preprocessing says about its raw input, read from the kinds' rules.
 
-The input contract needs three facts the example alone does not give: which columns an
-imputer fills (NaN is fine there even if the example had none), which columns an encoder
+The input contract needs facts the example alone does not give: which columns an imputer
+fills (NaN is fine there even if the example had none), which columns refuse infinity (so
+the contract refuses it, naming the column, before any step runs), which columns an encoder
 refuses unseen categories in (``handle_unknown='error'``), and, without an example, the
-feature names and count the first step was fitted on. They are read from fitted
-attributes here, once, at save time, and stored in the manifest's input schema.
+feature names and count the first step was fitted on. They are read once, at save time,
+from each step's kind (`Kind.rules` for a step, `Kind.walk` for a container) and stored in
+the manifest's input schema.
 """
 
 from __future__ import annotations
@@ -15,15 +17,9 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["InputRules", "input_rules"]
+from .kinds import HANDLED, PASSES, REFUSED
 
-IMPUTERS = frozenset({"SimpleImputer", "KNNImputer", "IterativeImputer", "MissingIndicator"})
-ENCODERS = frozenset({"OneHotEncoder", "OrdinalEncoder"})
-# Steps that work column by column and pass NaN through, so an imputer after them still
-# sees the raw column.
-ELEMENTWISE = frozenset(
-    {"StandardScaler", "MinMaxScaler", "MaxAbsScaler", "RobustScaler", "FunctionTransformer"}
-)
+__all__ = ["InputRules", "input_rules", "select_columns", "walk_step"]
 
 
 @dataclass
@@ -33,6 +29,7 @@ class InputRules:
     feature_names: list[str] | None = None
     n_features: int | None = None
     missing_handled: set[str] = field(default_factory=set)
+    infinity_refused: set[str] = field(default_factory=set)
     closed_categories: dict[str, list[Any]] = field(default_factory=dict)
     categories: dict[str, list[Any]] = field(default_factory=dict)
 
@@ -52,65 +49,48 @@ def input_rules(steps: Sequence[Any]) -> InputRules:
         n_features=int(n_features) if n_features is not None else None,
     )
     if columns:
-        _walk(first, columns, rules)
+        walk_step(first, columns, rules, None)
     return rules
 
 
-def _walk(obj: Any, columns: list[str], rules: InputRules) -> None:
-    handler = HANDLERS.get(type(obj).__name__)
-    if handler is not None:
-        handler(obj, columns, rules)
+def walk_step(obj: Any, columns: list[str], into: InputRules, state: Any) -> Any:
+    """Record what `obj` says about the raw `columns` it reads.
+
+    `state` is what the steps before it in a pipeline did (None for the first step): how
+    they treated missing values, and whether infinity still reaches this step as it came.
+    Returns the state to carry to the next step, or None when the next step no longer reads
+    the raw columns.
+    """
+    from .registry import find_kind
+
+    kind = find_kind(type(obj))
+    if kind is None:
+        return None  # unknown steps say nothing: the contract stays as the example shows
+    if kind.walk is not None:
+        kind.walk(obj, columns, into)
+        return None
+    if kind.rules is None:
+        return None
+    missing, infinity_raw = state or (PASSES, True)
+    rules = kind.rules(obj)
+    if rules.infinity_refused and infinity_raw:
+        into.infinity_refused.update(columns)
+    if missing != REFUSED and rules.missing == HANDLED:
+        into.missing_handled.update(columns)
+        missing = HANDLED
+    elif missing != HANDLED and rules.missing == REFUSED:
+        missing = REFUSED
+    if rules.categories is not None:
+        for column, values in zip(columns, rules.categories, strict=False):
+            into.categories[column] = values
+            if rules.closed:
+                into.closed_categories[column] = values
+    if not rules.keeps_columns:
+        return None
+    return missing, infinity_raw and rules.keeps_infinity
 
 
-def _imputer(obj: Any, columns: list[str], rules: InputRules) -> None:
-    missing = getattr(obj, "missing_values", np.nan)
-    if missing is None or (isinstance(missing, float) and np.isnan(missing)):
-        rules.missing_handled.update(columns)
-
-
-def _encoder(obj: Any, columns: list[str], rules: InputRules) -> None:
-    categories = getattr(obj, "categories_", None)
-    if categories is None:
-        return
-    closed = getattr(obj, "handle_unknown", "error") == "error"
-    for column, values in zip(columns, categories, strict=False):
-        known = [_plain(value) for value in values]
-        rules.categories[column] = known
-        if closed:
-            rules.closed_categories[column] = known
-
-
-def _pipeline(obj: Any, columns: list[str], rules: InputRules) -> None:
-    for _, step in obj.steps:
-        if step in (None, "passthrough"):
-            continue
-        kind = type(step).__name__
-        _walk(step, columns, rules)
-        if kind not in IMPUTERS and kind not in ELEMENTWISE:
-            break  # past an encoder or a projection, columns no longer mean raw columns
-
-
-def _column_transformer(obj: Any, columns: list[str], rules: InputRules) -> None:
-    for _, transformer, selection in getattr(obj, "transformers_", []):
-        if isinstance(transformer, str):  # "drop" / "passthrough"
-            continue
-        _walk(transformer, _select(columns, selection), rules)
-
-
-def _feature_union(obj: Any, columns: list[str], rules: InputRules) -> None:
-    handled: set[str] | None = None
-    for _, transformer in obj.transformer_list:
-        if isinstance(transformer, str):
-            continue
-        branch = InputRules()
-        _walk(transformer, columns, branch)
-        handled = branch.missing_handled if handled is None else handled & branch.missing_handled
-        rules.closed_categories.update(branch.closed_categories)
-        rules.categories.update(branch.categories)
-    rules.missing_handled.update(handled or set())
-
-
-def _select(columns: list[str], selection: Any) -> list[str]:
+def select_columns(columns: list[str], selection: Any) -> list[str]:
     """Column names picked by a fitted ColumnTransformer selection."""
     if isinstance(selection, (str, int, np.integer)):
         selection = [selection]
@@ -120,21 +100,3 @@ def _select(columns: list[str], selection: Any) -> list[str]:
     if picked and isinstance(picked[0], (bool, np.bool_)):
         return [c for c, keep in zip(columns, picked, strict=False) if keep]
     return [columns[int(s)] if isinstance(s, (int, np.integer)) else str(s) for s in picked]
-
-
-def _plain(value: Any) -> Any:
-    """A JSON-friendly version of a category value."""
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and np.isnan(value):
-        return None
-    return value
-
-
-HANDLERS = {
-    **{name: _imputer for name in IMPUTERS - {"MissingIndicator"}},
-    **{name: _encoder for name in ENCODERS},
-    "Pipeline": _pipeline,
-    "ColumnTransformer": _column_transformer,
-    "FeatureUnion": _feature_union,
-}

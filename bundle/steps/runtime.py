@@ -7,10 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import StepError
+from ..errors import SchemaError, StepError
 from .naming import class_path
-
-NOT_LABEL_DECODERS = frozenset({"LabelBinarizer", "MultiLabelBinarizer", "OneHotEncoder"})
 
 __all__ = ["Postprocessor", "Preprocessor", "postprocess_mode", "to_dense_2d"]
 
@@ -18,18 +16,23 @@ __all__ = ["Postprocessor", "Preprocessor", "postprocess_mode", "to_dense_2d"]
 def postprocess_mode(obj: Any) -> str:
     """How model outputs reach the step: ``class_ids`` (argmax / 0.5 threshold) or as they are.
 
-    A label encoder (anything with ``classes_`` whose inverse_transform takes class ids)
-    gets class ids; LabelBinarizer and OneHotEncoder decode score matrices themselves, and a
-    target scaler takes the regressor's outputs as they are.
+    A class with a kind says it (`Kind.decode`): LabelEncoder gets class ids; LabelBinarizer
+    and OneHotEncoder decode score matrices themselves, and a target scaler takes the
+    regressor's outputs as they are. Any other object with ``classes_`` is taken for a
+    label encoder (its inverse_transform takes class ids).
     """
+    from .registry import find_kind
+
     if not hasattr(obj, "inverse_transform"):
         raise TypeError(
             f"postprocess must be a fitted object with inverse_transform (a LabelEncoder, a "
             f"target scaler, ...); got {class_path(obj)}."
         )
-    if hasattr(obj, "classes_") and type(obj).__name__ not in NOT_LABEL_DECODERS:
-        return "class_ids"
-    return "inverse_transform"
+    kind = find_kind(type(obj))
+    mode = kind.mode(obj) if kind is not None else None
+    if mode is not None:
+        return mode
+    return "class_ids" if hasattr(obj, "classes_") else "inverse_transform"
 
 
 def _columns_of(x: Any) -> list[str]:
@@ -48,9 +51,13 @@ def to_dense_2d(x: Any) -> np.ndarray:
 class Preprocessor:
     """The preprocess steps as one callable: canonical input in, dense model input out.
 
-    When every step has a compiled vectorized replay (`fast.compile_replay`), those are used:
-    they give the same numbers as scikit-learn's transform without its per-call overhead.
-    Otherwise each step's own ``transform`` runs.
+    When every step has a compiled vectorized replay (`replay.compile_replay`), those are
+    used: they give the same numbers as scikit-learn's transform without its per-call
+    overhead. Otherwise each step's own ``transform`` runs.
+
+    Input the contract could not judge (an unseen category deep inside a pipeline) is still
+    refused with the step's `SchemaError`, naming the step; any other exception inside a
+    step is a `StepError`.
     """
 
     def __init__(self, steps: Sequence[Any], *, fast: bool = True, dtype: Any = np.float64):
@@ -69,6 +76,12 @@ class Preprocessor:
         for index, (step, function) in enumerate(zip(self.steps, functions, strict=True)):
             try:
                 x = function(x)
+            except SchemaError as exc:
+                raise SchemaError(
+                    f"Preprocess step {index} ({class_path(step)}) refused the input: {exc}",
+                    problems=exc.problems,
+                    column=exc.column,
+                ) from exc
             except Exception as exc:
                 columns = _columns_of(x)
                 raise StepError(
@@ -83,10 +96,8 @@ class Preprocessor:
 
 
 def _compile_all(steps: Sequence[Any], dtype: Any) -> list[Callable[[Any], Any]] | None:
-    try:
-        from .fast import compile_replay
-    except ImportError:
-        return None
+    from .replay import compile_replay
+
     replays = [compile_replay(step, dtype=dtype) for step in steps]
     return None if any(replay is None for replay in replays) else replays
 
@@ -108,7 +119,7 @@ class Postprocessor:
         for index, (step, mode) in enumerate(zip(self.steps, self.modes, strict=True)):
             try:
                 decoded = _class_ids(values) if mode == "class_ids" else values
-                values = _fast_label_lookup(step, decoded) if mode == "class_ids" else None
+                values = _decode_replay(step, decoded)
                 if values is None:
                     values = step.inverse_transform(decoded)
             except Exception as exc:
@@ -131,17 +142,14 @@ def _empty_like_output(step: Any, outputs: np.ndarray) -> np.ndarray:
     return np.zeros((0, width), dtype=np.float64)
 
 
-def _fast_label_lookup(step: Any, ids: np.ndarray) -> np.ndarray | None:
-    """``LabelEncoder.inverse_transform`` without its per-call validation (same result).
+def _decode_replay(step: Any, values: np.ndarray) -> np.ndarray | None:
+    """The kind's NumPy decode (faster than ``inverse_transform``), or None."""
+    from .registry import find_kind
 
-    It is ``classes_[ids]`` once the ids are known to be in range; that check is all we keep.
-    """
-    if class_path(step) != "sklearn.preprocessing.LabelEncoder":
+    kind = find_kind(type(step))
+    if kind is None or kind.decode_replay is None:
         return None
-    classes = step.classes_
-    if ids.size and (ids.min() < 0 or ids.max() >= len(classes)):
-        return None  # let scikit-learn raise its own error
-    return classes[ids]
+    return kind.decode_replay(step, values)
 
 
 def _class_ids(scores: np.ndarray) -> np.ndarray:

@@ -5,7 +5,7 @@ Each step is stored with the first serializer that can hold it:
 ============  ===========================================  ====================
 serializer    used for                                      loading runs code?
 ============  ===========================================  ====================
-native        the transformers in `native.py`: JSON + .npz  no
+native        classes with a kind: JSON + .npz                no
 joblib        other objects importable from installed code  yes (trusted=True)
 cloudpickle   objects using ``__main__`` or local modules   yes (trusted=True)
 ============  ===========================================  ====================

@@ -28,7 +28,7 @@ from sklearn.preprocessing import (
 )
 
 from bundle.errors import SchemaError
-from bundle.steps.fast import FACTORIZE_MIN_ROWS, compile_replay
+from bundle.steps.replay import FACTORIZE_MIN_ROWS, compile_replay
 
 NUM = [f"n{i}" for i in range(8)]
 CAT = [f"c{i}" for i in range(4)]
