@@ -16,7 +16,7 @@ from sklearn.pipeline import FeatureUnion, Pipeline
 
 from . import graph as g
 from . import replay as r
-from .frame import contiguous
+from .frame import common_dtype, contiguous
 from .kinds import Context, Kind, Node, NoForm
 from .rules import InputRules, select_columns, walk_step
 
@@ -40,7 +40,7 @@ def reads_documents(obj: Any) -> bool:
             return False
         obj = steps[0]
     kind = find_kind(type(obj))
-    return kind is not None and kind.family == "text"
+    return kind is not None and kind.documents
 
 
 class Block(NamedTuple):
@@ -201,7 +201,7 @@ def _side_by_side_replay(blocks: list[Block], ctx: Context) -> Node:
         values = [block(frame if cols is None else frame.take(cols)) for cols, block, _ in parts]
         if len(values) == 1:
             return values[0]
-        dtype = np.result_type(*(value.dtype for value in values)) if values else np.float64
+        dtype = common_dtype([value.dtype for value in values])
         lazy = any(isinstance(value, (r.OneHot, r.SparseRows)) for value in values)
         out = (np.zeros if lazy else np.empty)((frame.n_rows, width), dtype=dtype)
         start = 0
@@ -235,7 +235,7 @@ def _side_by_side_graph(blocks: list[Block], ctx: Context) -> Node:
         if any(value.has_text for value in values):  # keep text as columns: no common dtype
             columns = [c for value in values for c in value.columns()]
             return g.TensorFrame(frame.n_rows, columns=columns)
-        dtype = np.result_type(*(value.dtype for value in values)) if values else np.float64
+        dtype = common_dtype([value.dtype for value in values])
         arrays = [tf.cast(value.full(), dtype) for value in values]
         return g.TensorFrame.of(g.stack(arrays, frame.n_rows, dtype))
 

@@ -6,7 +6,7 @@ import warnings
 from typing import Any, NamedTuple
 
 import numpy as np
-from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder
+from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, TargetEncoder
 
 from . import graph as g
 from . import replay as r
@@ -207,6 +207,70 @@ def _ordinal_graph(plan: OrdinalPlan, ctx: Context) -> Node:
     return Node(run, len(tables))
 
 
+# ---------------------------------------------------------------------------------------
+# TargetEncoder
+# ---------------------------------------------------------------------------------------
+
+
+class TargetPlan(NamedTuple):
+    """Per output column: its input feature and its table (each category's encoding, then
+    the target mean for unseen categories)."""
+
+    encoder: Any
+    features: list[int]
+    tables: list[np.ndarray]
+
+
+def _target_plan(obj: TargetEncoder, ctx: Context) -> TargetPlan:
+    n_classes = len(obj.classes_) if obj.target_type_ == "multiclass" else 1
+    means = np.atleast_1d(np.asarray(obj.target_mean_, dtype=np.float64))
+    features, tables = [], []
+    for e, encoding in enumerate(obj.encodings_):
+        features.append(e // n_classes)
+        unseen = means[e % n_classes]
+        tables.append(np.append(np.asarray(encoding, dtype=np.float64), unseen))
+    return TargetPlan(obj, features, tables)
+
+
+def _target_rules(obj: TargetEncoder) -> StepRules:
+    categories = [[_plain(v) for v in values] for values in obj.categories_]
+    return StepRules(missing=PASSES, infinity_refused=True, categories=categories, closed=False)
+
+
+def _target_replay(plan: TargetPlan, ctx: Context) -> Node:
+    encoder = plan.encoder
+    lookups = [r.Lookup(cats) for cats in encoder.categories_]
+
+    def run(frame: Any) -> Any:
+        codes = dict(r.category_codes(encoder, lookups, frame, ctx, refuse=False))
+        out = np.empty((frame.n_rows, len(plan.tables)), dtype=np.float64)
+        for e, (j, table) in enumerate(zip(plan.features, plan.tables, strict=True)):
+            out[:, e] = table[codes[j]]  # code -1 (unseen): the last entry, the target mean
+        return r.ArrayFrame.of(out)
+
+    return Node(run, len(plan.tables))
+
+
+def _target_graph(plan: TargetPlan, ctx: Context) -> Node:
+    encoder = plan.encoder
+    lookups = [
+        g.Lookup(c, ctx, f"feature {ctx.quoted(j)}") for j, c in enumerate(encoder.categories_)
+    ]
+
+    def run(frame: Any) -> Any:
+        tf = g.tf()
+        codes = g.encoder_codes(encoder, lookups, frame, ctx, refuse_unknown=False)
+        if not plan.tables:
+            return g.TensorFrame.of(g.empty(frame.n_rows, np.float64))
+        columns = [
+            g.gather_unseen_last(table, codes[j])
+            for j, table in zip(plan.features, plan.tables, strict=True)
+        ]
+        return g.TensorFrame.of(tf.stack(columns, axis=1))
+
+    return Node(run, len(plan.tables))
+
+
 KINDS = (
     Kind(
         OneHotEncoder,
@@ -254,5 +318,27 @@ KINDS = (
         },
         exported="the same lookups; `use_encoded_value` (`unknown_value`, NaN too), "
         "`encoded_missing_value`, infrequent categories",
+    ),
+    Kind(
+        TargetEncoder,
+        FAMILY,
+        state=(
+            "_infrequent_enabled",
+            "categories_",
+            "classes_",
+            "encodings_",
+            "target_mean_",
+            "target_type_",
+        ),
+        plan=_target_plan,
+        replay=_target_replay,
+        graph=_target_graph,
+        rules=_target_rules,
+        lacks={
+            "decode": "a target encoding has no inverse_transform",
+            "decode_graph": "a target encoding has no inverse_transform",
+        },
+        exported="the fitted encodings (binary, continuous and multiclass targets); unseen "
+        "categories get the target mean",
     ),
 )

@@ -11,7 +11,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["Frame", "contiguous"]
+__all__ = ["Frame", "common_dtype", "contiguous"]
+
+
+def common_dtype(dtypes: Sequence[Any]) -> Any:
+    """NumPy's common dtype of any number of dtypes (`np.result_type` takes at most 64)."""
+    import functools
+
+    import numpy as np
+
+    return functools.reduce(np.promote_types, dtypes) if dtypes else np.dtype(np.float64)
 
 
 def contiguous(indices: Sequence[int]) -> slice | None:
@@ -73,11 +82,7 @@ class Frame:
     def dtype(self) -> Any:
         if self._columns is None:
             return self._dtype_of(self._array)
-        import numpy as np
-
-        if not self._columns:
-            return np.dtype(np.float64)
-        return np.result_type(*(self._dtype_of(c) for c in self._columns))
+        return common_dtype([self._dtype_of(c) for c in self._columns])
 
     def full(self) -> Any:
         """The frame as one 2-D array of the columns' common dtype."""

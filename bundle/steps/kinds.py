@@ -177,6 +177,9 @@ class Kind:
             than ``inverse_transform`` (None from it: use ``inverse_transform``).
         params: ``params(obj, get_params()) -> params`` before storage.
         values: attribute -> `ValueCodec` for attributes JSON cannot hold directly.
+        refuse: ``refuse(obj) -> why | None``: a configuration storage must not keep
+            natively (it is then stored with joblib, and needs trusted=True to load).
+        documents: the step reads one column of documents (1-D), not a table.
         lacks: facet -> why this kind has no such facet (checked by the conformance test).
         exported: the options the TensorFlow form covers, for the README's table.
         name: the public import path written to files; default ``<public module>.<Class>``.
@@ -195,6 +198,8 @@ class Kind:
     decode_replay: Callable[[Any, Any], Any] | None = None
     params: Callable[[Any, dict[str, Any]], dict[str, Any]] | None = None
     values: Mapping[str, ValueCodec] = field(default_factory=dict)
+    refuse: Callable[[Any], str | None] | None = None
+    documents: bool = False
     lacks: Mapping[str, str] = field(default_factory=dict)
     exported: str = ""
     name: str = ""

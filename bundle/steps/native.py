@@ -81,14 +81,30 @@ def _scipy_special() -> types.ModuleType:
     return scipy.special
 
 
+def _feature_selection() -> types.ModuleType:
+    import sklearn.feature_selection
+
+    return sklearn.feature_selection
+
+
 FUNCTION_MODULES: dict[str, Callable[[], types.ModuleType]] = {
     "numpy": lambda: np,
     "numpy.emath": lambda: np.emath,
     "numpy.fft": lambda: np.fft,
     "numpy.linalg": lambda: np.linalg,
     "scipy.special": _scipy_special,
+    "sklearn.feature_selection": _feature_selection,
 }
-ALLOWED_MODULES = ", ".join(FUNCTION_MODULES)
+# Modules whose functions are allowed by name only (the univariate selectors' scores).
+ONLY_NAMED = {
+    "sklearn.feature_selection": frozenset(
+        {"chi2", "f_classif", "f_oneway", "f_regression", "mutual_info_classif",
+         "mutual_info_regression", "r_regression"}
+    ),
+}  # fmt: skip
+ALLOWED_MODULES = ", ".join(
+    f"{name} (its score functions)" if name in ONLY_NAMED else name for name in FUNCTION_MODULES
+)
 # Callables of the allowed modules that read or write files or change global state.
 DENIED_FUNCTIONS = frozenset(
     {
@@ -111,6 +127,8 @@ def _lookup_function(module_name: str, attr: str) -> Any:
     """The allowed callable `attr` of an allowed module, or None."""
     load = FUNCTION_MODULES.get(module_name)
     if load is None or not _IDENTIFIER.fullmatch(attr) or attr in DENIED_FUNCTIONS:
+        return None
+    if module_name in ONLY_NAMED and attr not in ONLY_NAMED[module_name]:
         return None
     found = getattr(load(), attr, None)
     return found if _allowed_callable(found) else None
@@ -331,6 +349,9 @@ class _Writer:
         params = _params(kind, obj)
         state_names = [name for name in vars(obj) if name not in params]
         known = _state(kind)
+        refused = kind.refuse(obj) if kind.refuse else None
+        if refused:
+            self.problem(f"{_join(here)} ({refused})")
         for name in state_names:
             if name not in known:
                 self.problem(f"{_join((*here, name))} (attribute the native codec does not know)")

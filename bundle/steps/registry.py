@@ -11,13 +11,37 @@ from types import MappingProxyType
 from typing import Any
 
 from ..errors import UnsupportedFormatError
-from . import binning, compose, encoders, functions, imputers, labels, scalers
+from . import (
+    binning,
+    compose,
+    decomposition,
+    encoders,
+    functions,
+    imputers,
+    labels,
+    linear,
+    scalers,
+    selection,
+    text,
+)
 from .kinds import Kind
 from .naming import class_path
 
 __all__ = ["FAMILIES", "KINDS", "KINDS_BY_NAME", "find_kind", "kind_of", "known_classes"]
 
-FAMILIES = (scalers, functions, imputers, encoders, binning, compose, labels)
+FAMILIES = (
+    scalers,
+    functions,
+    imputers,
+    encoders,
+    binning,
+    decomposition,
+    selection,
+    text,
+    compose,
+    labels,
+    linear,
+)
 
 
 def _collect() -> dict[type, Kind]:

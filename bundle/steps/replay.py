@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import SchemaError, bullet_list
-from .frame import Frame
+from .frame import Frame, common_dtype
 from .kinds import Context, Node, NoForm
 
 __all__ = [
@@ -118,9 +118,17 @@ class ArrayFrame(Frame):
         return cls(array.shape[0], array=array)
 
     def _stack(self, columns: list[Any]) -> np.ndarray:
+        """The columns as one array laid out like ``np.asarray(DataFrame)`` (Fortran order):
+        scikit-learn's row sums and BLAS products add in an order that depends on the layout,
+        so the replay hands them the layout scikit-learn itself gets from a DataFrame."""
         if not columns:
             return np.empty((self.n_rows, 0))
-        return np.column_stack([dense(c) for c in columns])
+        arrays = [dense(c) for c in columns]
+        dtype = common_dtype([array.dtype for array in arrays])
+        out = np.empty((self.n_rows, len(arrays)), dtype=dtype, order="F")
+        for j, array in enumerate(arrays):
+            out[:, j] = array
+        return out
 
     def _take_array(self, indices: list[int] | slice) -> ArrayFrame:
         return ArrayFrame(self.n_rows, array=self._array[:, indices])
@@ -604,7 +612,7 @@ def compile_replay(obj: Any, *, dtype: Any = np.float64) -> Callable[[Any], np.n
     from .registry import find_kind
 
     kind = find_kind(type(obj))
-    documents = kind is not None and kind.family == "text"
+    documents = kind is not None and kind.documents
     n_in = 1 if documents else _n_features_in(obj)
     if n_in is None:
         return None
