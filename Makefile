@@ -6,7 +6,7 @@ PIP := $(PY) -m pip
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: demo test lint bench clean java chromium proto
+.PHONY: demo test lint bench clean java chromium proto readme-kinds
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -66,6 +66,11 @@ chromium:
 	    echo "chromium not found and apt-get unavailable (or not root): the browser test will skip"; \
 	  fi; \
 	}
+
+# The README's table of supported scikit-learn classes, regenerated from the registry of
+# kinds (tests/test_kinds.py fails when they differ).
+readme-kinds: $(VENV)/.installed
+	$(PY) -m bundle.steps.registry README.md
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache

@@ -315,7 +315,7 @@ class _Writer:
             return self.object_array(value, path)
         if value.dtype.kind not in ARRAY_KINDS or value.dtype.fields is not None:
             return self.unsupported(value, path)
-        return self.store(value)
+        return self.store(_keep_orientation(value))
 
     def object_array(self, value: np.ndarray, path: tuple[str, ...]) -> Any:
         # Only exact, NUL-free str survives the trip through a fixed-width '<U' array.
@@ -374,6 +374,15 @@ class _Writer:
 def _encoded(kind: Kind, name: str, value: Any) -> Any:
     codec = kind.values.get(name)
     return value if codec is None else codec.encode(value)
+
+
+def _keep_orientation(array: np.ndarray) -> np.ndarray:
+    """A column-major array (or a strided view of one, like a fitted ``components_``) as a
+    Fortran-ordered copy, which ``np.save`` keeps: a BLAS product's summation order follows
+    the operands' orientation, so the rebuilt step computes the very same bits."""
+    if array.ndim >= 2 and not array.flags.c_contiguous and array.strides[0] < array.strides[-1]:
+        return np.asfortranarray(array)
+    return array
 
 
 # Fitted copies of parameters, reported under the parameter's name so that an unsupported

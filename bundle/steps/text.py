@@ -594,6 +594,7 @@ KINDS = (
         FAMILY,
         documents=True,
         refuse=refused_input,
+        state=("_stop_words_id",),
         plan=_hashing_plan,
         replay=_hashing_replay,
         graph=_hashing_graph,
