@@ -10,6 +10,7 @@ from . import export as _export  # noqa: F401  (registers Bundle.export's format
 from ._version import __version__
 from .contract import InputSchema
 from .core import Bundle
+from .drift import DriftReport, DriftThresholds
 from .errors import (
     BundleError,
     BundleNotFoundError,
@@ -42,6 +43,8 @@ __all__ = [
     "BundleNotFoundError",
     "BundleWarning",
     "Check",
+    "DriftReport",
+    "DriftThresholds",
     "EnvironmentMismatchWarning",
     "ExportError",
     "ExtraColumnsWarning",

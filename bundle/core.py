@@ -15,7 +15,7 @@ from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -53,6 +53,9 @@ from .steps import load_step, postprocess_mode, save_step
 from .steps.rules import input_rules
 from .storage import fetch, open_root
 from .storage import local as store
+
+if TYPE_CHECKING:
+    from .drift import DriftReport, SlidingWindow
 
 _EMPTY = object()
 # Outputs wider than this (a 1000-class softmax) are profiled by their top score only.
@@ -407,13 +410,13 @@ class Bundle:
         batch_size: int = DRIFT_BATCH_ROWS,
         input_format: str | None = None,
         progress: Callable[[int], None] | None = None,
-    ) -> Any:
+    ) -> DriftReport:
         """Compare `data` with the training profile: per-feature drift and a verdict.
 
         Args:
             data: a DataFrame, an array, a dict of them, JSON records, any input `predict`
                 accepts, or a Parquet/CSV/JSON Lines file path (streamed in batches).
-            thresholds: a `bundle.drift.DriftThresholds`, or a dict overriding some of its
+            thresholds: a `DriftThresholds`, or a dict overriding some of its
                 defaults (``{"psi": 0.1, "unseen": None}``; None switches a check off).
             outputs: also run the model and compare its outputs (predicted classes,
                 scores) with training's; False reads the data only.
@@ -422,7 +425,7 @@ class Bundle:
             progress: called with the rows of each batch done.
 
         Returns:
-            A `bundle.drift.DriftReport`: falsy when something drifted; ``print()`` it for
+            A `DriftReport`: falsy when something drifted; ``print()`` it for
             a table, ``.to_json()``, ``.to_html()`` for a self-contained page.
 
         Raises:
@@ -478,7 +481,7 @@ class Bundle:
         # Counting a chunk takes about as long as preparing one: always overlap them.
         yield from engine.pipelined(chunks, prepare, infer=infer, overlap=True)
 
-    def drift_window(self, *, seconds: float = 600.0, slots: int = 10) -> Any:
+    def drift_window(self, *, seconds: float = 600.0, slots: int = 10) -> SlidingWindow:
         """A live drift window for a server: counts of what it scores over the last `seconds`.
 
         Feed it with ``window.observe(canonical_inputs, scores, predictions)`` after each

@@ -339,6 +339,11 @@ def test_a_hand_edited_profile_is_refused(tmp_path, profile):
     path.write_text(json.dumps(data))
     with pytest.raises(ManifestError, match=r"feature 0 \('age'\) has 2 edges and 10 histogram"):
         read_profile(tmp_path, record)
+    data["features"][0]["edges"] = [0.123456]
+    data["features"][0]["histogram"] = [1, 2]
+    path.write_text(json.dumps(data))
+    with pytest.raises(ManifestError, match=r"\('age'\) has bin edges that are not reference"):
+        read_profile(tmp_path, record)
     data["features"][0]["shiny"] = True
     path.write_text(json.dumps(data))
     with pytest.raises(ManifestError, match=r"unknown keys \['shiny'\]"):
@@ -349,4 +354,15 @@ def test_a_hand_edited_profile_is_refused(tmp_path, profile):
         read_profile(tmp_path, record)
     shutil.rmtree(tmp_path / "profile")
     with pytest.raises(ManifestError, match="is not a readable JSON profile"):
+        read_profile(tmp_path, record)
+
+
+def test_a_profile_with_an_unsorted_reference_is_refused(tmp_path, profile):
+    record = write_profile(profile, tmp_path)
+    npz = tmp_path / "profile" / "profile.npz"
+    with np.load(npz, allow_pickle=False) as stored:
+        arrays = {key: stored[key] for key in stored.files}
+    arrays["2.values"] = arrays["2.values"][::-1].copy()
+    np.savez(npz, **arrays)
+    with pytest.raises(ManifestError, match=r"feature 2 \('score'\) has no valid reference"):
         read_profile(tmp_path, record)

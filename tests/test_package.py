@@ -21,6 +21,8 @@ PUBLIC = [
     "BundleNotFoundError",
     "BundleWarning",
     "Check",
+    "DriftReport",
+    "DriftThresholds",
     "EnvironmentMismatchWarning",
     "ExportError",
     "ExtraColumnsWarning",

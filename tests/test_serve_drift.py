@@ -56,6 +56,17 @@ def loaded(tabular_bundle):
     return Bundle.load(tabular_bundle[0])
 
 
+def tensor_request(frame) -> dict:
+    """An Open Inference Protocol request with one JSON tensor per column."""
+    types = {"age": "FP64", "income": "FP64", "score": "FP64", "visits": "INT64"}
+    inputs = []
+    for column in frame.columns:
+        values = [None if value is None or value != value else value for value in frame[column]]
+        datatype = types.get(column, "BYTES")
+        inputs.append({"name": column, "datatype": datatype, "shape": [len(frame)], "data": values})
+    return {"inputs": inputs}
+
+
 def samples(text: str, name: str) -> dict[tuple, float]:
     found = {}
     for family in text_string_to_metric_families(text):
@@ -79,6 +90,11 @@ def test_live_drift_counts_what_the_server_scores(loaded):
             assert answer.status_code == 200, answer.text
         report = client.get(f"{url}/drift").json()
         metrics = client.get(f"{url}/metrics").text
+        # The Open Inference Protocol endpoint's tensors are counted too.
+        tensors = tensor_request(frame.iloc[:30])
+        answer = client.post(f"{url}/v2/models/churn/infer", json=tensors)
+        assert answer.status_code == 200, answer.text
+        assert client.get(f"{url}/drift").json()["rows"] == 430
     assert report["window_seconds"] == 60.0 and report["rows"] == 400
     plan = next(f for f in report["features"] if f["name"] == "plan")
     assert plan["unseen_share"] == 0.25

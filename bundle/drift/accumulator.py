@@ -115,9 +115,6 @@ class NumericCounts:
         below, at_or_below = self.at_reference()
         return int(below[0]), int(self.present - at_or_below[-1])
 
-    def state(self) -> dict[str, Any]:
-        return {"buckets": self.buckets.copy(), "missing": self.missing}
-
 
 class CategoricalCounts:
     """Counts of one categorical feature's values: per top category, other, unseen, missing."""
@@ -193,15 +190,6 @@ class CategoricalCounts:
     def total(self) -> int:
         return self.present + self.missing
 
-    def state(self) -> dict[str, Any]:
-        return {
-            "counts": self.counts.copy(),
-            "other": self.other,
-            "unseen": self.unseen,
-            "missing": self.missing,
-            "unseen_values": dict(self.unseen_values),
-        }
-
 
 def counts_for(feature: FeatureProfile) -> NumericCounts | CategoricalCounts:
     return NumericCounts(feature) if feature.is_numeric else CategoricalCounts(feature)
@@ -211,10 +199,10 @@ class DriftAccumulator:
     """Counts of current data against a `Profile`, batch by batch.
 
     Example:
-        >>> acc = DriftAccumulator(bundle.profile)
-        >>> for frame in frames:
-        ...     acc.update(frame, outputs=bundle_outputs(frame))
-        >>> print(acc.report())
+        >>> accumulator = DriftAccumulator(bundle.profile, outputs=False)
+        >>> for frame in frames:                 # e.g. batches read from a file
+        ...     accumulator.update(frame)
+        >>> print(accumulator.report())
     """
 
     def __init__(self, profile: Profile, *, outputs: bool = True):

@@ -1,4 +1,4 @@
-"""The on-disk format: file layout, manifest, hashes, trust policy, environment, golden outputs.
+"""The on-disk format: layout, manifest, hashes, trust policy, environment, golden outputs, profile.
 
 Nothing in this package imports Keras or unpickles anything: it reads and writes the
 bundle's description and decides, from bytes and the manifest alone, whether a bundle may

@@ -361,14 +361,29 @@ def _read_feature(
     common = {key: item[key] for key in _FEATURE_KEYS}
     if kind in ("numeric", "text"):
         values, counts = arrays.get(f"{index}.values"), arrays.get(f"{index}.counts")
-        if values is None or counts is None or values.shape != counts.shape:
-            raise ManifestError(f"{where} ({item['name']!r}) has no valid reference sample.")
+        if (
+            values is None
+            or counts is None
+            or values.ndim != 1
+            or values.shape != counts.shape
+            or not np.all(np.isfinite(values))
+            or not np.all(np.diff(values) > 0)
+            or not np.all(counts > 0)
+        ):
+            raise ManifestError(
+                f"{where} ({item['name']!r}) has no valid reference sample: expected sorted "
+                "unique finite values, each with a positive count."
+            )
         edges = tuple(float(edge) for edge in item["edges"])
         histogram = tuple(int(count) for count in item["histogram"])
         if len(histogram) != len(edges) + 1 or list(edges) != sorted(set(edges)):
             raise ManifestError(
                 f"{where} ({item['name']!r}) has {len(edges)} edges and {len(histogram)} "
                 "histogram bins; expected strictly increasing edges and one bin more."
+            )
+        if not np.isin(np.asarray(edges, dtype=np.float64), values).all():
+            raise ManifestError(
+                f"{where} ({item['name']!r}) has bin edges that are not reference values."
             )
         return FeatureProfile(
             **common,

@@ -1,12 +1,14 @@
 """Live drift in the server: a sliding window of what it scored, against the training profile.
 
-After each merged model call the batch worker hands the canonical inputs, the scores and the
-decoded predictions to `LiveDrift`, which counts them in ``Bundle.drift_window``'s
-`SlidingWindow` (counts only, bounded by its slots). Small batches are held back and counted
-together, up to `FLUSH_ROWS` rows or `FLUSH_BATCHES` batches (or at the next report): reading
-a batch's columns costs about the same for 1 row as for 256, so one-row requests would
-otherwise pay it each. The statistics are computed when asked: by a Prometheus scrape
-(`DriftCollector`, gauges labelled by feature) or by ``GET /drift``.
+After each merged model call the batch worker hands the batch's input (the merged request
+columns, as the contract accepted them), the scores and the decoded predictions to
+`LiveDrift`, which counts them in ``Bundle.drift_window``'s `SlidingWindow` (counts only,
+bounded by its slots). Values are read as ``Bundle.drift`` reads them, so the input is not
+coerced a second time. Small batches are held back and counted together, up to `FLUSH_ROWS`
+rows or `FLUSH_BATCHES` batches (or at the next report): reading a batch's columns costs
+about the same for 1 row as for 256, so one-row requests would otherwise pay it each. The
+statistics are computed when asked: by a Prometheus scrape (`DriftCollector`, gauges
+labelled by feature) or by ``GET /drift``.
 
 Metrics (one sample per feature, labels ``feature`` and ``role``)::
 
@@ -27,9 +29,10 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
+import numpy as np
 from prometheus_client.core import GaugeMetricFamily
 
 from .batching import concat_rows
@@ -60,16 +63,22 @@ class LiveDrift:
     def __init__(self, bundle: Any, *, seconds: float = DEFAULT_DRIFT_WINDOW_S):
         self.seconds = float(seconds)
         self.label = bundle.manifest.label
+        self.schema = bundle.input_schema
         self.window = bundle.drift_window(seconds=seconds, slots=DRIFT_SLOTS)
         self._failed = False
         self._lock = threading.Lock()
         self._pending: list[tuple[Any, Any, Any, int]] = []
         self._pending_rows = 0
 
-    def observe(self, canonical: Any, scores: Any, predictions: Any, rows: int) -> None:
-        """Count one merged batch (maybe later, with others); never fails the batch."""
+    def observe(self, inputs: Any, scores: Any, predictions: Any, rows: int) -> None:
+        """Count one batch the model answered (maybe later, with others); never raises.
+
+        Args:
+            inputs: the batch as the bundle accepted it: columns (a dict of lists or
+                arrays), a DataFrame, an array, or any raw form (coerced here then).
+        """
         with self._lock:
-            self._pending.append((canonical, scores, predictions, rows))
+            self._pending.append((inputs, scores, predictions, rows))
             self._pending_rows += rows
             full = self._pending_rows >= FLUSH_ROWS or len(self._pending) >= FLUSH_BATCHES
         if full:
@@ -82,7 +91,17 @@ class LiveDrift:
         if not pending:
             return
         try:
-            self.window.observe(*(concat_rows([item[i] for item in pending]) for i in range(3)))
+            groups: dict[Any, list[tuple[Any, Any, Any, int]]] = {}
+            for inputs, scores, predictions, rows in pending:
+                form = _form(inputs)
+                if form is None and self.schema is not None:  # an unusual raw form
+                    inputs = self.schema.coerce(inputs)
+                    form = _form(inputs)
+                groups.setdefault(form, []).append((inputs, scores, predictions, rows))
+            for items in groups.values():
+                inputs = _concat_inputs([item[0] for item in items])
+                scores, predictions = (concat_rows([item[i] for item in items]) for i in (1, 2))
+                self.window.observe(inputs, scores, predictions)
         except Exception:  # a drift bug must not cost answers: log it once
             if not self._failed:
                 self._failed = True
@@ -100,6 +119,34 @@ class LiveDrift:
             for key in ("bins", "training", "current"):
                 feature.pop(key, None)
         return {"window_seconds": self.seconds, **data}
+
+
+def _concat_inputs(parts: list[Any]) -> Any:
+    """Batches of one form as one: request columns (lists) are joined as lists, which is
+    much cheaper than making an array of each one-row list first."""
+    first = parts[0]
+    if len(parts) == 1 or not isinstance(first, Mapping):
+        return concat_rows(parts)
+    joined = {}
+    for key, value in first.items():
+        if isinstance(value, list):
+            joined[key] = [item for part in parts for item in part[key]]
+        else:
+            joined[key] = concat_rows([part[key] for part in parts])
+    return joined
+
+
+def _form(inputs: Any) -> Any:
+    """How a batch's input is laid out (batches of one form are counted together), or None
+    for a form drift does not read directly (records, positional rows: coerced first)."""
+    if isinstance(inputs, Mapping):
+        for value in inputs.values():
+            if not isinstance(value, (list, np.ndarray)) and not hasattr(value, "iloc"):
+                return None
+        return tuple(inputs)
+    if isinstance(inputs, np.ndarray):
+        return "array"
+    return "frame" if hasattr(inputs, "iloc") else None
 
 
 class DriftCollector:

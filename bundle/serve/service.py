@@ -143,10 +143,9 @@ class Service:
         """One model call: (predictions, scores or None)."""
         loaded = self.served.bundle
         if self.drift is not None and self.ready:  # the warm-up row is not traffic
-            canonical, rows = self.served.coerce(raw, strict=strict)
-            scores = loaded.predict(canonical, postprocess=False)
+            scores = loaded.predict(raw, postprocess=False, strict=strict)
             predictions = loaded.decode(scores)
-            self.drift.observe(canonical, scores, predictions, rows)
+            self.drift.observe(raw, scores, predictions, _n_rows(predictions))
             return predictions, (scores if with_scores else None)
         if with_scores and self.served.has_postprocess:
             scores = loaded.predict(raw, postprocess=False, strict=strict)
