@@ -250,9 +250,11 @@ def measure_serving(bundle_dir: Path, args: argparse.Namespace, tmp: Path) -> di
         for name, window in (("drift on", 600.0), ("drift off", 0.0)):
             port = free_port()
             servers[name] = (start_server(bundle_dir, port, tmp / f"{name}.log", window), port)
-        for _ in range(args.rounds):
+        for round_ in range(args.rounds):
             for concurrency in args.levels:
-                for name, (_, port) in servers.items():
+                # Which server goes first alternates by round: no order effect favours one.
+                order = list(servers.items())[:: 1 if round_ % 2 == 0 else -1]
+                for name, (_, port) in order:
                     bodies = [
                         http_post(port, "/predict", json.dumps({"records": [r]}).encode())
                         for r in records
@@ -278,12 +280,19 @@ def measure_serving(bundle_dir: Path, args: argparse.Namespace, tmp: Path) -> di
 def render(file: dict, observe: list, serving: dict, args: argparse.Namespace) -> str:
     date = time.strftime("%Y-%m-%d")
     load = " / ".join(f"{x:.2f}" for x in os.getloadavg())
+    busy = os.getloadavg()[1] > (os.cpu_count() or 1)
     lines = [
         f"## {SECTION}",
         "",
         f"`python benchmarks/drift_bench.py{' --quick' if args.quick else ''}` ({date}). "
         f"Machine: {_report.machine_line(VERSIONS)}. Load average (1/5/15 min) at the end: "
-        f"{load}; the machine is shared, so absolute figures move with its load.",
+        f"{load}; the machine is shared, so absolute figures move with its load."
+        + (
+            " **It was busy (load above its cores): re-run on a quiet machine before "
+            "quoting these figures.**"
+            if busy
+            else ""
+        ),
         "",
         f"### `bundle drift` on {file['rows']:,} rows (reference Parquet file)",
         "",
@@ -328,7 +337,8 @@ def render(file: dict, observe: list, serving: dict, args: argparse.Namespace) -
         "### `bundle serve` throughput, live drift on vs off",
         "",
         "One-row `POST /predict` requests over keep-alive loopback connections; both servers "
-        f"up for the run, taking turns per level; {args.rounds} round(s) of at most "
+        f"up for the run, taking turns per level (which goes first alternates by round); "
+        f"{args.rounds} round(s) of at most "
         f"{args.requests:,} requests or {args.duration:g} s per level. Ratio: the median over "
         "rounds of on/off requests/s.",
         "",
@@ -351,15 +361,24 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a smoke run")
     parser.add_argument("--no-write", action="store_true", help="print only")
+    parser.add_argument(
+        "--serving-only", action="store_true", help="only the drift on/off serving rounds"
+    )
+    parser.add_argument("--rounds", type=int, default=None, help="alternating rounds")
     args = parser.parse_args(argv)
     n = 500_000 if args.quick else 5_000_000
-    args.rounds = 1 if args.quick else 3
+    args.rounds = args.rounds or (1 if args.quick else 3)
     args.levels = [1, 8, 32]
     args.requests, args.duration = (300, 4.0) if args.quick else (3000, 15.0)
     with tempfile.TemporaryDirectory(prefix="drift-bench-") as tmp:
         tmp_path = Path(tmp)
         print("building the reference workload and its bundle ...", flush=True)
         bundle_dir = build_bundle(tmp_path)
+        if args.serving_only:
+            serving = measure_serving(bundle_dir, args, tmp_path)
+            for (name, concurrency), values in sorted(serving["rps"].items()):
+                print(name, concurrency, [round(v) for v in values])
+            return 0
         print("bundle drift on the file ...", flush=True)
         file = measure_file(bundle_dir, n, args.rounds)
         print("counting cost ...", flush=True)

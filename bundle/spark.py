@@ -1,4 +1,5 @@
-"""Score Spark DataFrames with a bundle: a pandas UDF, or a whole-table `score`.
+"""Score Spark DataFrames with a bundle: a pandas UDF, or a whole-table `score`; and `drift`,
+the drift report of a DataFrame against the bundle's training profile, from Spark aggregations.
 
 A thin edge over ``Bundle.load`` + ``Bundle.predict``: Spark hands each Python worker Arrow
 batches of rows, and each batch goes through ``Bundle.predict`` (the input contract, the
