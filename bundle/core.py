@@ -23,14 +23,19 @@ from .contract import InputSchema, infer_schema, schema_from_hints
 from .engine import Engine, n_rows
 from .errors import (
     BundleError,
+    CompileStateSkippedWarning,
     ExtraColumnsWarning,
+    ModelError,
     SchemaError,
+    UnsafeLoadError,
     UnsupportedFormatError,
     UsageError,
+    bullet_list,
 )
 from .format import golden
 from .format.environment import capture_environment, requirements_text, warn_on_mismatch
 from .format.integrity import file_table, hash_file, verify_files
+from .format.keras_config import ModelConfig, read_model_config
 from .format.layout import (
     CUSTOM_OBJECTS_DIR,
     EXAMPLE_DIR,
@@ -40,7 +45,7 @@ from .format.layout import (
 )
 from .format.manifest import Manifest, read_manifest, write_manifest
 from .format.profile import Profile, read_profile, write_profile
-from .format.trust import check_trust, trust_parts
+from .format.trust import PREDICT, TrustDecision, UnsafePart, decide, needed_for
 from .format.verification import (
     Check,
     VerifyReport,
@@ -48,7 +53,12 @@ from .format.verification import (
     environment_check,
     files_check,
 )
-from .model.custom_objects import discover, load_custom_objects, save_custom_objects
+from .model.custom_objects import (
+    discover,
+    load_custom_object,
+    load_custom_objects,
+    save_custom_objects,
+)
 from .steps import load_step, postprocess_mode, save_step
 from .steps.rules import input_rules
 from .storage import fetch, open_root
@@ -248,8 +258,12 @@ class Bundle:
         from .model import save_model
 
         save_model(self._model, directory / MODEL_FILE)
+        # What the file asks Keras to build decides the trust flags, as it will at load.
+        model_config = read_model_config(directory / MODEL_FILE)
         objects = discover(self._model, self._user_custom_objects)
-        custom_records = save_custom_objects(objects, directory / CUSTOM_OBJECTS_DIR)
+        custom_records = save_custom_objects(
+            objects, directory / CUSTOM_OBJECTS_DIR, model_config=model_config
+        )
         pre = [
             save_step(step, directory, stage="preprocess", index=i)
             for i, step in enumerate(self._preprocess)
@@ -271,7 +285,7 @@ class Bundle:
             model={
                 "file": MODEL_FILE,
                 "serializer": "keras",
-                "executes_code": _has_lambda_layers(self._model),
+                "executes_code": bool(model_config.code),
                 "inputs": inputs,
                 "outputs": outputs,
             },
@@ -532,19 +546,39 @@ class Bundle:
         path = fetch(location, version, **storage_options)
         manifest = read_manifest(path)
         verify_files(path, manifest.files, label=manifest.label)
-        check_trust(trust_parts(manifest), trusted=trusted, label=manifest.label)
+        model_config = read_model_config(path / manifest.model["file"])
+        decision = decide(manifest, model_config=model_config, inside=path)
+        decision.check(trusted=trusted, label=manifest.label)
         warn_on_mismatch(manifest.environment, label=manifest.label.capitalize())
-        return cls._construct(path, manifest, trusted=trusted, precision=precision)
+        return cls._construct(
+            path,
+            manifest,
+            trusted=trusted,
+            precision=precision,
+            model_config=model_config,
+            decision=decision,
+        )
 
     @classmethod
     def _construct(
-        cls, path: Path, manifest: Manifest, *, trusted: bool, precision: str = "float32"
+        cls,
+        path: Path,
+        manifest: Manifest,
+        *,
+        trusted: bool,
+        precision: str = "float32",
+        model_config: ModelConfig | None = None,
+        decision: TrustDecision | None = None,
     ) -> Bundle:
         """Build the bundle from verified files: the first code that may import or unpickle."""
         from .model import load_model
 
-        custom = load_custom_objects(path, manifest.custom_objects)
-        model = load_model(path / manifest.model["file"], custom, safe_mode=not trusted)
+        custom, skipped = _custom_objects(path, manifest, model_config, decision, trusted=trusted)
+        model = load_model(
+            path / manifest.model["file"], custom, safe_mode=not trusted, compile=not skipped
+        )
+        if skipped:
+            warnings.warn(_compile_skipped_warning(manifest.label, skipped), stacklevel=3)
         bundle = cls.__new__(cls)
         bundle._model = model
         bundle._preprocess = [load_step(path, record) for record in manifest.preprocess]
@@ -951,9 +985,54 @@ def _model_inputs(model: Any) -> dict[str, tuple[tuple, str]] | None:
     return {str(t.name): (tuple(t.shape[1:]), str(np.dtype(t.dtype).name)) for t in inputs} or None
 
 
-def _has_lambda_layers(model: Any) -> bool:
-    layers = model._flatten_layers(include_self=False, recursive=True)
-    return any(type(layer).__name__ == "Lambda" for layer in layers)
+def _custom_objects(
+    path: Path,
+    manifest: Manifest,
+    model_config: ModelConfig | None,
+    decision: TrustDecision | None,
+    *,
+    trusted: bool,
+) -> tuple[dict[str, Any], list[UnsafePart]]:
+    """The custom objects to give Keras, and the compile-only parts skipped without trust.
+
+    With trust, every object is loaded, as saved. Without it, the objects prediction needs
+    are loaded (the policy allowed them); the compile-only ones too, unless one of them is
+    unsafe or cannot be resolved: then none of them is imported or unpickled and the
+    model is rebuilt without its compile state.
+    """
+    records = manifest.custom_objects
+    if trusted:
+        return load_custom_objects(path, records, trusted=True), []
+    skipped = list(decision.skipped) if decision is not None else []
+    predict = [r for r in records if needed_for(r, model_config) == PREDICT]
+    compile_only = [r for r in records if needed_for(r, model_config) != PREDICT]
+    custom = load_custom_objects(path, predict, trusted=False)
+    if skipped:
+        return custom, skipped
+    compiled: dict[str, Any] = {}
+    for record in compile_only:
+        try:
+            compiled[record["name"]] = load_custom_object(path, record, trusted=False)
+        except (UnsafeLoadError, ModelError) as exc:
+            reason = str(exc).split("\n")[0]
+            skipped.append(UnsafePart(record, reason, needed_for(record, model_config)))
+    if skipped:
+        return custom, skipped
+    return {**custom, **compiled}, []
+
+
+def _compile_skipped_warning(label: str, skipped: Sequence[UnsafePart]) -> Warning:
+    names = [part.name for part in skipped]
+    return CompileStateSkippedWarning(
+        f"Loaded {label} without its compile state: {len(skipped)} part(s) are needed only to "
+        "compile (loss, metrics, optimizer), and loading them would run code the bundle "
+        "stores or chooses:\n"
+        + bullet_list([f"{part.name}: {part.describe()}" for part in skipped], limit=10)
+        + "\nPrediction does not use them: predict, serve, Spark and export work as saved. "
+        "To restore the compile state (to evaluate or continue training): "
+        "Bundle.load(path, trusted=True).",
+        skipped=names,
+    )
 
 
 def _model_card(manifest: Manifest, schema: InputSchema | None) -> str:

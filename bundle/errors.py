@@ -24,6 +24,7 @@ Every error raised on purpose by the package derives from `BundleError`::
     BundleWarning (UserWarning)
      +- ExtraColumnsWarning             input columns the bundle does not know, ignored
      +- EnvironmentMismatchWarning      a package's major.minor differs from the saved one
+     +- CompileStateSkippedWarning      loaded without trust, without the compile-only parts
 
 Exceptions carry their data as keyword-only attributes; the message is built from it,
 so code can inspect ``err.missing`` while people read the sentence.
@@ -37,6 +38,7 @@ __all__ = [
     "BundleError",
     "BundleNotFoundError",
     "BundleWarning",
+    "CompileStateSkippedWarning",
     "EnvironmentMismatchWarning",
     "ExportError",
     "ExtraColumnsWarning",
@@ -265,3 +267,20 @@ class EnvironmentMismatchWarning(BundleWarning):
         self.package = package
         self.saved = saved
         self.running = running
+
+
+class CompileStateSkippedWarning(BundleWarning):
+    """A bundle was loaded without trust, and without the parts only compiling needs.
+
+    Its loss, metrics or optimizer (or their schedules) are stored as code (a pickle, or a
+    reference the trust policy refuses); prediction never uses them, so the model was
+    rebuilt without its compile state instead of refusing the load.
+    ``Bundle.load(path, trusted=True)`` restores the compile state, to continue training.
+
+    Attributes:
+        skipped: the names of the skipped custom objects (or "compile config").
+    """
+
+    def __init__(self, message: str, *, skipped: Sequence[str] = ()):
+        super().__init__(message)
+        self.skipped = list(skipped)

@@ -6,11 +6,15 @@ then every test reads it. Tests that change a bundle copy it first (`bundle_copy
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
 import os
 import shutil
 import subprocess
 import sys
 import textwrap
+import zipfile
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -199,3 +203,63 @@ def bundle_copy(tmp_path):
         return target
 
     return copy
+
+
+def rehash(version_dir: Path, manifest: dict | None = None) -> dict:
+    """Rewrite a version's manifest with every file's hash and size recomputed, as an
+    attacker with write access to the store would after planting something."""
+    version_dir = Path(version_dir)
+    path = version_dir / "manifest.json"
+    manifest = json.loads(path.read_text()) if manifest is None else manifest
+    files = {}
+    for file in sorted(version_dir.rglob("*")):
+        relative = file.relative_to(version_dir).as_posix()
+        if file.is_file() and not file.is_symlink() and relative != "manifest.json":
+            data = file.read_bytes()
+            files[relative] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+    manifest["files"] = files
+    path.write_text(json.dumps(manifest))
+    return manifest
+
+
+def install_distribution(target: Path, name: str, files: dict[str, str]) -> Path:
+    """pip-install a wheel holding `files` ({"pkg/mod.py": source}) into `target`.
+
+    A real installed distribution (dist-info with a RECORD written by pip), for tests of
+    what by-reference objects may import. Returns `target`, to put on sys.path.
+    """
+    wheel = target.parent / f"{name}-1.0-py3-none-any.whl"
+    info = f"{name}-1.0.dist-info"
+    contents = {
+        **files,
+        f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n",
+        f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: tests\nRoot-Is-Purelib: true\n"
+        "Tag: py3-none-any\n",
+    }
+    record = []
+    with zipfile.ZipFile(wheel, "w") as archive:
+        for member, text in contents.items():
+            data = text.encode()
+            archive.writestr(member, data)
+            digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=")
+            record.append(f"{member},sha256={digest.decode()},{len(data)}")
+        record.append(f"{info}/RECORD,,")
+        archive.writestr(f"{info}/RECORD", "\n".join(record) + "\n")
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-index",
+            "--no-deps",
+            "--no-compile",
+            "--target",
+            str(target),
+            str(wheel),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return target

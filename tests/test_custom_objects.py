@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from conftest import run_python
 
-from bundle import Bundle, BundleError, UnsafeLoadError
+from bundle import Bundle, BundleError, CompileStateSkippedWarning, UnsafeLoadError
 from bundle.format.pickling import is_installed_module
 from bundle.model.custom_objects import (
     _importable,
@@ -319,7 +319,8 @@ def test_save_and_load_by_reference_and_by_value(tmp_path):
         "module": "sklearn.metrics._classification",
         "qualname": "accuracy_score",
         "file": None,
-        "executes_code": False,
+        # a plain function, no Keras object: Keras could call it with the file's arguments
+        "executes_code": True,
         "serializer": "reference",
         "imports": ["sklearn.metrics._classification.accuracy_score"],
     }
@@ -327,7 +328,7 @@ def test_save_and_load_by_reference_and_by_value(tmp_path):
     assert loss["file"] == "custom_objects/loss.pkl" and loss["serializer"] == "cloudpickle"
     assert f"{__name__}.my_loss" in loss["imports"]
     assert sorted(p.name for p in (tmp_path / "custom_objects").iterdir()) == ["loss.pkl"]
-    loaded = load_custom_objects(tmp_path, records)
+    loaded = load_custom_objects(tmp_path, records, trusted=True)
     assert loaded["acc"] is accuracy_score
     assert loaded["loss"] is not my_loss  # rebuilt from its stored code
     y, p = np.ones((2, 3), "float32"), np.zeros((2, 3), "float32")
@@ -344,7 +345,9 @@ def test_file_names_are_sanitized_and_unique(tmp_path):
     assert files[".."] == "custom_objects/object.pkl"
 
 
-def test_reference_only_bundle_loads_without_trust(tmp_path, data):
+def test_unused_plain_function_reference_is_skipped_without_trust(tmp_path, data):
+    """A plain function is no Keras object: without trust it is not imported. Prediction
+    does not need it (the architecture never names it), so the load skips it and warns."""
     from sklearn.metrics import mean_absolute_error
 
     x, _ = data
@@ -355,11 +358,17 @@ def test_reference_only_bundle_loads_without_trust(tmp_path, data):
     assert (record["storage"], record["file"], record["executes_code"]) == (
         "reference",
         None,
-        False,
+        True,
     )
+    assert record["needed_for"] == "compile"
     assert not (path / "custom_objects").exists()
-    loaded = Bundle.load(path)  # no pickle anywhere: no trusted=True needed
+    with pytest.warns(CompileStateSkippedWarning, match=r"mae: custom object 'mae'") as caught:
+        loaded = Bundle.load(path)
+    assert [w.message.skipped for w in caught if w.category is CompileStateSkippedWarning] == [
+        ["mae"]
+    ]
     np.testing.assert_allclose(loaded.predict(x), model.predict(x, verbose=0), atol=ATOL)
+    assert Bundle.load(path, trusted=True).model.compiled
 
 
 def test_unimportable_reference_names_the_package_to_install(tmp_path, bundle_copy):
@@ -369,12 +378,15 @@ def test_unimportable_reference_names_the_package_to_install(tmp_path, bundle_co
     path = Bundle(model, custom_objects={"mae": mean_absolute_error}, name="ref").save(tmp_path)
     copy = bundle_copy(path)
     manifest = json.loads((copy / "manifest.json").read_text())
-    manifest["custom_objects"][0]["module"] = "not_installed_pkg.losses"
+    # A record claiming what the policy would allow: prediction needs it, it runs no code.
+    manifest["custom_objects"][0].update(
+        module="not_installed_pkg.losses", needed_for="predict", executes_code=False
+    )
     (copy / "manifest.json").write_text(json.dumps(manifest))
     expected = (
         r"Custom function 'mae' is stored by reference to "
         r"not_installed_pkg\.losses\.mean_absolute_error, which cannot be imported here: "
-        r"No module named 'not_installed_pkg'\.\n"
+        r"No module named 'not_installed_pkg\.losses'\.\n"
         r"Install the package that provides 'not_installed_pkg\.losses' in this environment\."
     )
     with pytest.raises(BundleError, match=expected):
@@ -387,15 +399,16 @@ def test_by_value_objects_need_trust_and_round_trip(tmp_path, data):
     model = _layered_model()
     model.fit(x, y, epochs=1, verbose=0)
     path = Bundle(model, input_example=x, name="layered").save(tmp_path)
-    with pytest.raises(UnsafeLoadError, match=r"6 part\(s\) are pickles") as e:
+    with pytest.raises(UnsafeLoadError, match=r"4 part\(s\) are pickles") as e:
         Bundle.load(path)
     message = str(e.value)
-    for name in ("Affine", "HalfL1", "ScaledNormal", "my_loss", "my_metric", "scaled_tanh"):
+    for name in ("Affine", "HalfL1", "ScaledNormal", "scaled_tanh"):
         qualified = f"{__name__}.{name}"
         assert f"- custom_objects/{name}.pkl: a cloudpickle pickle of {qualified}" in message
+    # The loss and metric are compile-only: the refusal names what prediction needs only.
+    assert "my_loss" not in message and "my_metric" not in message
     assert sorted(f for f, _, _ in e.value.parts) == sorted(
-        f"custom_objects/{n}.pkl"
-        for n in ("Affine", "HalfL1", "ScaledNormal", "my_loss", "my_metric", "scaled_tanh")
+        f"custom_objects/{n}.pkl" for n in ("Affine", "HalfL1", "ScaledNormal", "scaled_tanh")
     )
     loaded = Bundle.load(path, trusted=True)
     np.testing.assert_allclose(loaded.predict(x), model.predict(x, verbose=0), atol=ATOL)
@@ -581,13 +594,15 @@ def _tower(facts: dict) -> str:
 @pytest.mark.slow
 def test_script_objects_need_trusted_to_load(trained_in_a_script):
     _, facts = trained_in_a_script
-    names = ["Affine", "HalfEvery", "HalfL1", "ScaledNormal", "my_loss", "my_metric", "scaled_tanh"]
-    with pytest.raises(UnsafeLoadError, match=r"Refusing to load bundle 'layered' 1: 7 part") as e:
+    names = ["Affine", "HalfL1", "ScaledNormal", "scaled_tanh"]  # what prediction needs
+    with pytest.raises(UnsafeLoadError, match=r"Refusing to load bundle 'layered' 1: 4 part") as e:
         Bundle.load(facts["layered"])
     for name in names:
         assert f"- custom_objects/{name}.pkl: a cloudpickle pickle of __main__.{name}" in str(
             e.value
         )
+    for name in ("HalfEvery", "my_loss", "my_metric"):  # compile only: not named
+        assert name not in str(e.value)
     assert sorted(f for f, _, _ in e.value.parts) == [f"custom_objects/{n}.pkl" for n in names]
     assert "Bundle.load(path, trusted=True)" in str(e.value)
 
@@ -613,6 +628,16 @@ def test_script_custom_objects_are_recorded_by_value(trained_in_a_script):
             name,
         )
         assert record["file"] == f"custom_objects/{name}.pkl"
+    # Decided from the saved model's config: what the architecture names vs compile_config.
+    assert {name: r["needed_for"] for name, r in records.items()} == {
+        "Affine": "predict",
+        "HalfEvery": "compile",
+        "HalfL1": "predict",
+        "ScaledNormal": "predict",
+        "my_loss": "compile",
+        "my_metric": "compile",
+        "scaled_tanh": "predict",
+    }
 
 
 @pytest.mark.slow

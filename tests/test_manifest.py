@@ -173,11 +173,14 @@ def test_manifest_records_custom_objects(custom_bundle):
     assert loss["qualname"] == "doubled_mse" and loss["executes_code"] is True
     assert loss["file"] == "custom_objects/doubled_mse.pkl"
     assert (custom_bundle / loss["file"]).is_file()
+    assert loss["needed_for"] == "compile"  # the model's config names it in compile_config only
     helper = records["mae_helper"]
     assert helper["storage"] == "reference" and helper["file"] is None
-    assert helper["executes_code"] is False
+    # A plain function, no Keras object: Keras could call it with arguments from the file.
+    assert helper["executes_code"] is True
     assert helper["module"].startswith("sklearn.metrics")
     assert helper["qualname"] == "mean_absolute_error"
+    assert helper["needed_for"] == "compile"  # named nowhere in the architecture
 
 
 def test_manifest_records_the_input_schema(tabular_bundle, image_bundle):
@@ -247,7 +250,7 @@ def test_read_manifest_round_trips_the_dataclass(tabular_bundle, tmp_path):
 
 def test_parts_executing_code_lists_pickled_custom_objects(custom_bundle):
     manifest = read_manifest(custom_bundle)
-    assert [p["name"] for p in manifest.parts_executing_code] == ["doubled_mse"]
+    assert [p["name"] for p in manifest.parts_executing_code] == ["doubled_mse", "mae_helper"]
 
 
 def test_parts_executing_code_does_not_trust_the_flag(custom_bundle):

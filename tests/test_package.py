@@ -21,6 +21,7 @@ PUBLIC = [
     "BundleNotFoundError",
     "BundleWarning",
     "Check",
+    "CompileStateSkippedWarning",
     "DriftReport",
     "DriftThresholds",
     "EnvironmentMismatchWarning",
@@ -127,6 +128,7 @@ ERROR_TREE = {
     "BundleWarning": (UserWarning,),
     "ExtraColumnsWarning": ("BundleWarning",),
     "EnvironmentMismatchWarning": ("BundleWarning",),
+    "CompileStateSkippedWarning": ("BundleWarning",),
 }
 
 

@@ -43,7 +43,7 @@ def inspect(path: str, version: str | None, as_json: bool) -> None:
     """
     found = _read_manifest_at(path, version)
     manifest = found.manifest
-    facts = _facts(manifest, found.where)
+    facts = _facts(manifest, found.where, found.local)
     profile = _profile_of(found)
     if profile is not None:
         facts["profile"]["features"] = _profile_features(profile)

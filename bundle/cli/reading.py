@@ -13,10 +13,11 @@ import click
 from ..contract import InputSchema
 from ..errors import BundleNotFoundError
 from ..format.environment import PACKAGES, capture_environment, major_minor
+from ..format.keras_config import read_model_config
 from ..format.layout import MANIFEST_FILE
 from ..format.manifest import Manifest, parse_manifest, read_manifest
 from ..format.profile import Profile, feature_summary, read_profile, render_profile
-from ..format.trust import PLUMBING
+from ..format.trust import COMPILE, PREDICT, TrustDecision, decide, executes_code, needed_for
 from ..storage import fetch, is_archive_name, is_url, open_root, split_alias
 
 
@@ -100,40 +101,44 @@ def _heading(text: str) -> str:
 
 
 # ---------------------------------------------------------------------------- facts
+NEEDED = {PREDICT: "needed to predict", COMPILE: "compile only"}
+
+
+def _trust_cell(unsafe: bool, needed: str) -> str:
+    if not unsafe:
+        return ""
+    return "needs trusted=True" if needed == PREDICT else "skipped without trusted=True"
+
+
+def _trust_line(part: Mapping[str, Any]) -> str:
+    line = f"  - {part['file'] or part['part']} ({part['part']}): {part['reason']}"
+    if part["references"]:
+        shown = ", ".join(part["references"][:8])
+        more = len(part["references"]) - 8
+        line += f" (references {shown}" + (f", ... ({more} more))" if more > 0 else ")")
+    return line
+
+
 def _signature_line(tensor: Mapping[str, Any]) -> str:
     # The same rendering as the model card (bundle/card.py): dtype then the shape tuple.
     return f"{tensor['dtype']} {tuple(tensor['shape'])}"
 
 
-def _trust_reasons(manifest: Manifest) -> list[dict[str, Any]]:
-    """Every part whose loading executes stored code, with why (what the pickle references)."""
-    parts = []
-    model = manifest.model
-    if model.get("executes_code"):
-        parts.append(
-            {
-                "part": "model",
-                "file": model["file"],
-                "serializer": model.get("serializer", "keras"),
-                "what": "a Keras model with Lambda layers",
-                "reason": "its Lambda layers hold Python code that runs when the model loads",
-                "references": [],
-            }
-        )
-    for record in manifest.parts_executing_code:
-        what = record.get("class") or f"{record.get('module')}.{record.get('qualname')}"
-        references = [i for i in record.get("imports") or [] if not i.startswith(PLUMBING)]
-        parts.append(
-            {
-                "part": record["name"],
-                "file": record.get("file"),
-                "serializer": record.get("serializer"),
-                "what": what,
-                "reason": f"a {record.get('serializer')} pickle of {what}: unpickling runs code",
-                "references": references,
-            }
-        )
-    return parts
+def _trust_reasons(manifest: Manifest, decision: TrustDecision) -> list[dict[str, Any]]:
+    """Every part whose loading runs code the bundle stores or chooses, with why."""
+    return [
+        {
+            "part": part.name,
+            "file": part.file,
+            "serializer": part.serializer,
+            "what": part.record.get("class")
+            or f"{part.record.get('module')}.{part.record.get('qualname')}",
+            "reason": part.reason,
+            "references": part.references,
+            "needed_for": part.needed_for,
+        }
+        for part in decision.unsafe
+    ]
 
 
 def _environment_rows(recorded: Mapping[str, str | None]) -> list[dict[str, Any]]:
@@ -162,7 +167,7 @@ def _steps(manifest: Manifest) -> list[dict[str, Any]]:
             "class": record["class"],
             "serializer": record["serializer"],
             "file": record["file"],
-            "executes_code": record["executes_code"],
+            "executes_code": executes_code(record),
             "imports": list(record.get("imports") or []),
         }
         for stage in ("preprocess", "postprocess")
@@ -170,10 +175,16 @@ def _steps(manifest: Manifest) -> list[dict[str, Any]]:
     ]
 
 
-def _facts(manifest: Manifest, location: str) -> dict[str, Any]:
-    """Everything `inspect` reports, as one JSON-ready dict (the text output renders it)."""
+def _facts(manifest: Manifest, location: str, local: Path | None = None) -> dict[str, Any]:
+    """Everything `inspect` reports, as one JSON-ready dict (the text output renders it).
+
+    For a local bundle the trust decision reads the model file's config too, as loading
+    does; for a remote one, the manifest alone.
+    """
     files = manifest.files
-    trust = _trust_reasons(manifest)
+    model_config = read_model_config(local / manifest.model["file"]) if local else None
+    decision = decide(manifest, model_config=model_config, inside=local)
+    trust = _trust_reasons(manifest, decision)
     return {
         "name": manifest.name,
         "version": manifest.version,
@@ -183,9 +194,11 @@ def _facts(manifest: Manifest, location: str) -> dict[str, Any]:
         "format_version": manifest.format_version,
         "size": sum(int(entry["size"]) for entry in files.values()),
         "files": len(files),
-        # As the model card decides: any pickled part, or a model with Lambda layers.
-        "needs_trusted": bool(trust),
+        # The trust decision (bundle.format.trust): parts prediction needs refuse the load
+        # without trust; compile-only parts are skipped (no compile state) instead.
+        "needs_trusted": bool(decision.refused),
         "trusted_parts": trust,
+        "skipped_without_trust": [part.name for part in decision.skipped],
         "environment": _environment_rows(manifest.environment),
         "input_schema": manifest.input_schema,
         "model": {
@@ -196,7 +209,10 @@ def _facts(manifest: Manifest, location: str) -> dict[str, Any]:
             "outputs": manifest.model["outputs"],
         },
         "steps": _steps(manifest),
-        "custom_objects": [dict(record) for record in manifest.custom_objects],
+        "custom_objects": [
+            {**record, "needed_for": needed_for(record, model_config)}
+            for record in manifest.custom_objects
+        ],
         "example": manifest.example,
         "metadata": manifest.metadata,
         "profile": dict(manifest.profile) if manifest.profile is not None else None,
@@ -251,7 +267,7 @@ def _render_inspect(
     model = facts["model"]
     out.append(
         f"  {model['file']} ({model['serializer']}"
-        + (", Lambda layers: needs trusted=True" if model["executes_code"] else "")
+        + (", code in its config: needs trusted=True" if model["executes_code"] else "")
         + ")"
     )
     out.append(
@@ -290,16 +306,18 @@ def _render_inspect(
         out.append("  (none)")
     out += ["", _heading("Custom objects")]
     if facts["custom_objects"]:
+        unsafe = {part["part"] for part in facts["trusted_parts"]}
         out.append(
             _table(
-                ("name", "kind", "stored", "object", "trust"),
+                ("name", "kind", "stored", "object", "needed", "trust"),
                 [
                     (
                         o["name"],
                         o["kind"],
                         f"by {o['storage']}",
                         f"{o['module']}.{o['qualname']}",
-                        "needs trusted=True" if o["executes_code"] else "",
+                        NEEDED[o["needed_for"]],
+                        _trust_cell(o["name"] in unsafe, o["needed_for"]),
                     )
                     for o in facts["custom_objects"]
                 ],
@@ -310,18 +328,22 @@ def _render_inspect(
     else:
         out.append("  (none)")
     out += ["", _heading("Trust")]
-    if facts["trusted_parts"]:
+    refused = [p for p in facts["trusted_parts"] if p["needed_for"] == PREDICT]
+    skipped = [p for p in facts["trusted_parts"] if p["needed_for"] != PREDICT]
+    if refused:
         out.append(
-            f"  {len(facts['trusted_parts'])} part(s) execute stored code when loaded, so "
+            f"  {len(refused)} part(s) execute stored code when loaded, so "
             "loading needs trusted=True (--trusted):"
         )
-        for part in facts["trusted_parts"]:
-            line = f"  - {part['file']} ({part['part']}): {part['reason']}"
-            if part["references"]:
-                shown = ", ".join(part["references"][:8])
-                more = len(part["references"]) - 8
-                line += f" (references {shown}" + (f", ... ({more} more))" if more > 0 else ")")
-            out.append(line)
+        out += [_trust_line(part) for part in refused]
+    if skipped:
+        out.append(
+            f"  {len(skipped)} part(s) are needed only to compile and execute stored code when "
+            "loaded: without --trusted they are skipped, and the model loads without its "
+            "compile state (prediction does not use them):"
+        )
+        out += [_trust_line(part) for part in skipped]
+    if refused or skipped:
         out.append("  Pass --trusted only for bundles you made or whose source you trust.")
     else:
         out.append("  Every part loads without executing stored code: trusted=True not needed.")

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from .manifest import Manifest
+from .trust import PREDICT, decide, needed_for
 
 
 def _rows(pairs: list[tuple[str, Any]]) -> str:
@@ -16,18 +17,23 @@ def _rows(pairs: list[tuple[str, Any]]) -> str:
 
 def render_model_card(manifest: Manifest, schema: Any) -> str:
     """Markdown: name, version, metadata, input contract, steps, environment, how to load."""
+    decision = decide(manifest)
+    unsafe = {part.name for part in decision.unsafe}
     steps = [
         f"- {record['name']}: `{record['class']}` ({record['serializer']}"
-        + (", needs trusted=True" if record["executes_code"] else "")
+        + (", needs trusted=True" if record["name"] in unsafe else "")
         + ")"
         for record in [*manifest.preprocess, *manifest.postprocess]
     ] or ["- (none)"]
     objects = [
-        f"- `{o['name']}`: {o['kind']}, by {o['storage']} (`{o['module']}.{o['qualname']}`)"
+        f"- `{o['name']}`: {o['kind']}, by {o['storage']} (`{o['module']}.{o['qualname']}`), "
+        + ("needed to predict" if needed_for(o) == PREDICT else "compile only")
+        + (", runs stored code: needs trusted=True" if o["name"] in unsafe else "")
         for o in manifest.custom_objects
     ] or ["- (none)"]
-    needs_trust = bool(manifest.parts_executing_code) or manifest.model["executes_code"]
-    trusted = ", trusted=True" if needs_trust else ""
+    # Compile-only parts are skipped without trust (a warning says so): only what
+    # prediction needs makes the snippet pass trusted=True.
+    trusted = ", trusted=True" if decision.refused else ""
     model = manifest.model
     signature = [
         f"- input `{t['name']}`: {t['dtype']} {tuple(t['shape'])}" for t in model["inputs"]

@@ -10,11 +10,19 @@ qualified name) and imported at load. Objects defined in ``__main__``, in a func
 or in a local module that is not an installed distribution (a ``utils.py`` next to the
 training script) are stored by value with cloudpickle; loading those executes code, so
 they need ``trusted=True``.
+
+Without trust, a reference resolves only as the trust policy allows
+(`bundle.format.references`): the module's files are checked before it is imported and
+again after, and the name must be a Keras class or a function registered with Keras,
+defined in that very module (``keras.src.utils.file_utils.os.system`` is ``os.system``
+reached through another module's attribute, and is refused). Each record says whether
+prediction needs the object (`needed_for`), from the model's own config.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 import re
 import types
 from collections.abc import Iterable, Iterator, Mapping
@@ -22,8 +30,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import ModelError
+from ..errors import ModelError, UnsafeLoadError
+from ..format.keras_config import ModelConfig
 from ..format.pickling import dumps_by_value, is_installed_module, pickle_globals
+from ..format.references import locate_module, reference_problem
+from ..format.trust import COMPILE, PREDICT, unsafe_reason
 
 # Objects from these top-level packages are known to Keras without help.
 BUILTIN_PACKAGES = frozenset(
@@ -214,8 +225,14 @@ def _file_stem(name: str, taken: set[str]) -> str:
     return candidate
 
 
-def save_custom_objects(objects: Iterable[CustomObject], directory: Path) -> list[dict[str, Any]]:
-    """Write the by-value objects into `directory` and return their manifest records."""
+def save_custom_objects(
+    objects: Iterable[CustomObject], directory: Path, *, model_config: ModelConfig | None = None
+) -> list[dict[str, Any]]:
+    """Write the by-value objects into `directory` and return their manifest records.
+
+    `model_config`, the saved model's audited config, decides each record's ``needed_for``:
+    ``"predict"`` when the architecture names the object, else ``"compile"``.
+    """
     records, taken = [], set()
     for item in objects:
         record = {
@@ -225,10 +242,14 @@ def save_custom_objects(objects: Iterable[CustomObject], directory: Path) -> lis
             "module": item.module,
             "qualname": item.qualname,
             "file": None,
-            "executes_code": item.storage == "value",
+            # A reference to anything but a Keras class or registered function could be
+            # called by Keras with arguments from the model file: it needs trust to load.
+            "executes_code": item.storage == "value" or keras_object_problem(item.obj) is not None,
             "serializer": "reference" if item.storage == "reference" else "cloudpickle",
             "imports": [f"{item.module}.{item.qualname}"],
         }
+        if model_config is not None:
+            record["needed_for"] = PREDICT if model_config.needed_to_predict(item.name) else COMPILE
         if item.storage == "value":
             data = dumps_by_value(item.obj)
             relative = f"{directory.name}/{_file_stem(item.name, taken)}.pkl"
@@ -236,26 +257,147 @@ def save_custom_objects(objects: Iterable[CustomObject], directory: Path) -> lis
             (directory.parent / relative).write_bytes(data)
             record["file"] = relative
             record["imports"] = sorted({*record["imports"], *pickle_globals(data)})
+        else:
+            record["executes_code"] = unsafe_reason(record) is not None
         records.append(record)
     return records
 
 
-def load_custom_objects(directory: Path, records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
-    """Rebuild ``{name: object}`` from manifest records (trust was checked by the caller)."""
-    loaded = {}
-    for record in records:
-        if record["storage"] == "value":
-            import cloudpickle
+def load_custom_objects(
+    directory: Path, records: Iterable[Mapping[str, Any]], *, trusted: bool
+) -> dict[str, Any]:
+    """Rebuild ``{name: object}`` from manifest records (the caller took the trust decision).
 
-            with open(Path(directory) / record["file"], "rb") as handle:
-                loaded[record["name"]] = cloudpickle.load(handle)
-            continue
-        try:
-            loaded[record["name"]] = _resolve(record["module"], record["qualname"])
-        except (ImportError, AttributeError) as exc:
-            raise ModelError(
-                f"Custom {record['kind']} {record['name']!r} is stored by reference to "
-                f"{record['module']}.{record['qualname']}, which cannot be imported here: {exc}.\n"
-                f"Install the package that provides {record['module']!r} in this environment."
-            ) from exc
-    return loaded
+    Raises:
+        UnsafeLoadError: without trust, a pickle, or a reference the policy refuses.
+        ModelError: a reference cannot be imported here, or its import failed.
+    """
+    return {
+        record["name"]: load_custom_object(directory, record, trusted=trusted) for record in records
+    }
+
+
+def load_custom_object(directory: Path, record: Mapping[str, Any], *, trusted: bool) -> Any:
+    """Rebuild one custom object: unpickle it (trusted only) or resolve its reference."""
+    if record["storage"] == "value":
+        if not trusted:  # the policy refused it already: never reached, never unpickled
+            raise UnsafeLoadError(
+                f"Refusing to unpickle custom object {record['name']!r} without trust.",
+                parts=[(str(record.get("file")), "cloudpickle", list(record.get("imports") or []))],
+            )
+        import cloudpickle
+
+        with open(Path(directory) / record["file"], "rb") as handle:
+            return cloudpickle.load(handle)
+    if trusted:
+        return _resolve_trusted(record)
+    return _resolve_untrusted(record, inside=Path(directory))
+
+
+def _resolve_trusted(record: Mapping[str, Any]) -> Any:
+    module, qualname = record["module"], record["qualname"]
+    try:
+        return _resolve(module, qualname)
+    except (ImportError, AttributeError) as exc:
+        raise _not_importable(record, exc) from exc
+    except BaseException as exc:  # SystemExit from import-time code must not end a server
+        raise _import_failed(record, exc) from exc
+
+
+def _resolve_untrusted(record: Mapping[str, Any], *, inside: Path) -> Any:
+    """Import a reference as the policy allows, and check it is what it says it is."""
+    module, qualname = str(record["module"]), str(record["qualname"])
+    problem = reference_problem(module, qualname, inside=inside)
+    if problem is not None:
+        raise _refused(record, problem)
+    origin = locate_module(module)
+    if origin is None:  # nothing found: not imported, so nothing else found can run
+        raise _not_importable(record, ModuleNotFoundError(f"No module named {module!r}"))
+    try:
+        imported = importlib.import_module(module)
+    except ImportError as exc:
+        raise _not_importable(record, exc) from exc
+    except BaseException as exc:  # SystemExit, KeyboardInterrupt from import-time code
+        raise _import_failed(record, exc) from exc
+    executed = os.path.realpath(getattr(imported, "__file__", None) or "")
+    if executed != origin.file:
+        raise _refused(record, f"{module} was imported from {executed}, not from {origin.file}")
+    obj: Any = imported
+    parts = qualname.split(".")
+    for depth, part in enumerate(parts):
+        namespace = vars(obj)
+        if part not in namespace:
+            raise _not_importable(
+                record, AttributeError(f"{'.'.join([module, *parts[:depth]])} has no {part!r}")
+            )
+        obj = namespace[part]
+        if depth < len(parts) - 1 and not isinstance(obj, type):
+            raise _refused(
+                record,
+                f"{qualname} goes through {part}, a {type(obj).__name__} and not a class: a "
+                "reference may only name a class or function defined in its own module",
+            )
+    defined_in = (getattr(obj, "__module__", None), getattr(obj, "__qualname__", None))
+    if defined_in != (module, qualname):
+        where = ".".join(str(name) for name in defined_in if name) or type(obj).__name__
+        raise _refused(
+            record,
+            f"{module}.{qualname} is {where}, defined elsewhere: a reference may only name a "
+            "class or function defined in its own module",
+        )
+    problem = keras_object_problem(obj)
+    if problem is not None:
+        raise _refused(record, f"{module}.{qualname} {problem}")
+    return obj
+
+
+def keras_object_problem(obj: Any) -> str | None:
+    """Why `obj` is no Keras object a reference may name without trust; None if it is one.
+
+    A Keras object is a class deriving from a Keras base class (Layer, Model, Loss, Metric,
+    Initializer, Regularizer, Constraint, Optimizer, LearningRateSchedule), or a function
+    registered with ``@keras.saving.register_keras_serializable``: any other function of an
+    installed package (``joblib.load``) could be called with arguments from the model file.
+    """
+    if isinstance(obj, type):
+        if _keras_kind(obj) is not None:
+            return None
+        return "is a class deriving from no Keras base class (Layer, Loss, Metric, ...)"
+    if isinstance(obj, types.FunctionType):
+        import keras
+
+        name = keras.saving.get_registered_name(obj)
+        if ">" in name and keras.saving.get_registered_object(name) is obj:
+            return None
+        return (
+            "is a plain function, not registered with Keras "
+            "(@keras.saving.register_keras_serializable): Keras could call it with arguments "
+            "taken from the model file"
+        )
+    return f"is a {type(obj).__name__}, neither a Keras class nor a registered Keras function"
+
+
+def _refused(record: Mapping[str, Any], problem: str) -> UnsafeLoadError:
+    target = f"{record['module']}.{record['qualname']}"
+    return UnsafeLoadError(
+        f"Refusing to import custom {record['kind']} {record['name']!r} ({target}) without "
+        f"trust: {problem}.\nIf you made this bundle or trust its source: "
+        "Bundle.load(path, trusted=True).",
+        parts=[(f"custom object {record['name']!r}", "reference", [target])],
+    )
+
+
+def _not_importable(record: Mapping[str, Any], exc: BaseException) -> ModelError:
+    return ModelError(
+        f"Custom {record['kind']} {record['name']!r} is stored by reference to "
+        f"{record['module']}.{record['qualname']}, which cannot be imported here: {exc}.\n"
+        f"Install the package that provides {record['module']!r} in this environment."
+    )
+
+
+def _import_failed(record: Mapping[str, Any], exc: BaseException) -> ModelError:
+    return ModelError(
+        f"Importing {record['module']} for custom {record['kind']} {record['name']!r} "
+        f"failed: {type(exc).__name__}: {exc}.\nThe module's import-time code stopped; "
+        "nothing of it was used. Check the package installed for it."
+    )

@@ -42,12 +42,18 @@ def save_model(model: Any, path: Path) -> None:
         ) from exc
 
 
-def load_model(path: Path, custom_objects: Mapping[str, Any], *, safe_mode: bool) -> Any:
-    """Load a ``.keras`` file with the given custom objects, compiled as it was saved."""
+def load_model(
+    path: Path, custom_objects: Mapping[str, Any], *, safe_mode: bool, compile: bool = True
+) -> Any:
+    """Load a ``.keras`` file with exactly the given custom objects.
+
+    `compile` rebuilds the compile state (loss, metrics, optimizer) as it was saved; without
+    it the compile config is never read, so nothing it names is looked up.
+    """
     keras = import_keras()
     try:
         return keras.saving.load_model(
-            str(path), custom_objects=dict(custom_objects), compile=True, safe_mode=safe_mode
+            str(path), custom_objects=dict(custom_objects), compile=compile, safe_mode=safe_mode
         )
     except ValueError as exc:
         if "safe_mode" in str(exc) or "lambda" in str(exc).lower():

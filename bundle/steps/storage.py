@@ -23,6 +23,7 @@ from typing import Any
 from ..errors import UnsupportedFormatError
 from ..format.layout import STEP_EXTENSIONS, STEPS_DIR
 from ..format.pickling import dumps_by_value, needs_by_value, pickle_globals
+from ..format.trust import executes_code
 from .naming import class_path
 from .runtime import postprocess_mode
 
@@ -67,9 +68,9 @@ def save_step(obj: Any, directory: Path, *, stage: str, index: int) -> dict[str,
         "class": class_path(obj),
         "file": relative,
         "serializer": serializer,
-        "executes_code": serializer != "native",
         "imports": imports,
     }
+    record["executes_code"] = executes_code(record)  # the trust policy's one decision
     if stage == "postprocess":
         record["mode"] = postprocess_mode(obj)
     return record
