@@ -340,6 +340,27 @@ def test_coerce_int_to_narrower_int_only_when_every_value_fits(schema):
         schema.coerce([record(tenure_months=40_000)])
 
 
+@pytest.mark.parametrize(
+    "value", [-(2**63) - 1, 2**63, "-9223372036854775809", "9223372036854775808", -(2**70)]
+)
+def test_int64_bounds_are_exact_on_both_sides(value):
+    """Beyond int64, a JSON int or numeric text parses to float64, where -2**63 - 1 rounds
+    to -2**63: the bound is checked on the exact integer, below as above."""
+    schema = infer_schema(pd.DataFrame({"count": np.array([1, 2], "int64"), "x": [0.5, 1.5]}))
+    expected = (
+        r"Column 'count' expects values that fit int64 \(-9,223,372,036,854,775,808 to "
+        r"9,223,372,036,854,775,807\), but 1 of 1 value is not in range:\n- row 0: "
+    )
+    for raw in ([{"count": value, "x": 1.0}], {"count": [value], "x": [1.0]}):
+        with pytest.raises(SchemaError, match=expected):
+            schema.coerce(raw)
+    edge = schema.coerce([{"count": -(2**63), "x": 1.0}, {"count": 2**63 - 1, "x": 1.0}])
+    assert edge["count"].tolist() == [-(2**63), 2**63 - 1]
+    array = infer_schema(np.zeros((1, 2), "int64"))
+    with pytest.raises(SchemaError, match=r"fit int64 .*\n- index \(0, 0\): "):
+        array.coerce([[value, 1]])
+
+
 def test_coerce_int_to_uint8_when_it_fits():
     schema = infer_schema(np.zeros((2, 4), dtype=np.uint8))
     assert schema.coerce([[0, 1, 2, 255]]).dtype == np.uint8

@@ -208,6 +208,11 @@ def _to_integer(values: _Values, spec: ColumnSpec, where: _Where) -> _Converted:
         for check in (_fraction_problem, _int_range_problem)
         if (problem := check(numbers.data, numbers.mask, target, where)) is not None
     ]
+    if not problems and values.family not in _PLACEHOLDERS:
+        # Parsed text and Python ints beyond int64 arrive as float64, where -2**63 - 1
+        # rounds to -2**63 and would pass the range check: compare the exact integers.
+        exact = _exact_int_range_problem(values, target, where)
+        problems += [exact] if exact is not None else []
     if problems:
         return _Converted(None, numbers.mask, problems)
     data = np.where(numbers.mask, 0, numbers.data).astype(target)
@@ -254,6 +259,41 @@ def _int_range_problem(
         nouns=("in range", "in range"),
         remedy=f"The training dtype is {target}; fix these values before predicting.",
     )
+
+
+def _exact_int_range_problem(values: _Values, target: np.dtype, where: _Where) -> _Problem | None:
+    """Refuse integers (Python ints, integral text) outside `target`'s range, compared exactly."""
+    info = np.iinfo(target)
+    bad = np.zeros(len(values.data), dtype=bool)
+    for index in np.flatnonzero(~values.mask):
+        exact = _exact_int(values.data[index])
+        bad[index] = exact is not None and not info.min <= exact <= info.max
+    if not bad.any():
+        return None
+    return _offenders(
+        where,
+        bad,
+        values.data,
+        expected=f"values that fit {target} ({info.min:,} to {info.max:,})",
+        nouns=("in range", "in range"),
+        remedy=f"The training dtype is {target}; fix these values before predicting.",
+    )
+
+
+def _exact_int(value: Any) -> int | None:
+    """`value` as an exact int when it is one (int, integral text or Decimal), else None."""
+    if isinstance(value, (bool, np.bool_)):
+        return None
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, str):
+        try:
+            return int(value.strip())
+        except ValueError:
+            return None
+    if isinstance(value, decimal.Decimal) and value.is_finite() and value == value.to_integral():
+        return int(value)
+    return None
 
 
 def _mistyped(
