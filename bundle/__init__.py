@@ -31,6 +31,7 @@ from .errors import (
     UnsupportedFormatError,
     UsageError,
     VersionExistsError,
+    VersionMismatchWarning,
 )
 from .format.manifest import FORMAT_VERSION, Manifest
 from .format.verification import Check, VerifyReport
@@ -66,6 +67,7 @@ __all__ = [
     "VerifyReport",
     "VersionExistsError",
     "VersionInfo",
+    "VersionMismatchWarning",
     "__version__",
     "archive",
     "list_versions",

@@ -25,26 +25,31 @@ from .errors import (
     BundleError,
     CompileStateSkippedWarning,
     ExtraColumnsWarning,
+    IntegrityError,
+    ManifestError,
     ModelError,
     SchemaError,
     UnsafeLoadError,
     UnsupportedFormatError,
     UsageError,
+    VersionMismatchWarning,
     bullet_list,
 )
 from .format import golden
 from .format.environment import capture_environment, requirements_text, warn_on_mismatch
-from .format.integrity import file_table, hash_file, verify_files
+from .format.integrity import file_table, hash_file
 from .format.keras_config import ModelConfig, read_model_config
 from .format.layout import (
     CUSTOM_OBJECTS_DIR,
     EXAMPLE_DIR,
+    MANIFEST_FILE,
     MODEL_CARD_FILE,
     MODEL_FILE,
     REQUIREMENTS_FILE,
 )
-from .format.manifest import Manifest, read_manifest, write_manifest
+from .format.manifest import Manifest, write_manifest
 from .format.profile import Profile, read_profile, write_profile
+from .format.snapshot import open_snapshot
 from .format.trust import PREDICT, TrustDecision, UnsafePart, decide, needed_for
 from .format.verification import (
     Check,
@@ -61,7 +66,7 @@ from .model.custom_objects import (
 )
 from .steps import load_step, postprocess_mode, save_step
 from .steps.rules import input_rules
-from .storage import fetch, open_root
+from .storage import Located, locate, open_root
 from .storage import local as store
 
 if TYPE_CHECKING:
@@ -185,7 +190,11 @@ class Bundle:
         """
         record = self._manifest.profile if self._manifest is not None else None
         if self._profile is None and self._path is not None and record is not None:
-            self._profile = read_profile(self._path, record)
+            # Read lazily, yet only as loaded: its files must still match the manifest.
+            with open_snapshot(
+                self._path, manifest=self._manifest, only=[record["file"], record["arrays"]]
+            ) as snapshot:
+                self._profile = read_profile(snapshot.path, record)
         return self._profile
 
     def __repr__(self) -> str:
@@ -543,21 +552,37 @@ class Bundle:
             UnsafeLoadError: a part needs ``trusted=True``.
             UnsupportedFormatError: the bundle's format is newer than this package.
         """
-        path = fetch(location, version, **storage_options)
-        manifest = read_manifest(path)
-        verify_files(path, manifest.files, label=manifest.label)
-        model_config = read_model_config(path / manifest.model["file"])
-        decision = decide(manifest, model_config=model_config, inside=path)
-        decision.check(trusted=trusted, label=manifest.label)
-        warn_on_mismatch(manifest.environment, label=manifest.label.capitalize())
-        return cls._construct(
-            path,
-            manifest,
-            trusted=trusted,
-            precision=precision,
-            model_config=model_config,
-            decision=decision,
-        )
+        located = locate(location, version, **storage_options)
+        path = located.path
+        # One snapshot from the manifest to the last part read: the files hashed are the
+        # files used, even if a save with overwrite=True replaces the version meanwhile.
+        with open_snapshot(path) as snapshot:
+            manifest = snapshot.manifest
+            _check_version_name(located, manifest)
+            model_config = read_model_config(snapshot.path / manifest.model["file"])
+            decision = decide(manifest, model_config=model_config, inside=path)
+            decision.check(trusted=trusted, label=manifest.label)
+            warn_on_mismatch(manifest.environment, label=manifest.label.capitalize())
+            try:
+                bundle = cls._construct(
+                    snapshot.path,
+                    manifest,
+                    trusted=trusted,
+                    precision=precision,
+                    model_config=model_config,
+                    decision=decision,
+                )
+            except BundleError:
+                raise
+            except Exception as exc:  # a verified file that does not hold what it claims
+                raise ManifestError(
+                    f"{manifest.label} could not be built from its verified files: "
+                    f"{type(exc).__name__}: {exc}\nIts manifest describes parts its files do "
+                    "not hold: it was written by a broken tool or edited. Restore it from the "
+                    "release."
+                ) from exc
+        bundle._path = path
+        return bundle
 
     @classmethod
     def _construct(
@@ -612,7 +637,14 @@ class Bundle:
             return
         example = golden.read_example(self._path, self._manifest.example["input"])
         self._example = example
-        self.predict(golden.head(example, 1), postprocess=False)
+        try:
+            self.predict(golden.head(example, 1), postprocess=False)
+        except SchemaError as exc:
+            raise ManifestError(
+                f"The stored input example of {self._manifest.label} does not pass its own "
+                f"input contract:\n{exc}\nThe manifest's input_schema or the example was "
+                "edited; restore the bundle from the release."
+            ) from exc
 
     # ------------------------------------------------------------------ verify
     def verify(self) -> VerifyReport:
@@ -983,6 +1015,38 @@ def _model_inputs(model: Any) -> dict[str, tuple[tuple, str]] | None:
     except (AttributeError, ValueError):
         return None
     return {str(t.name): (tuple(t.shape[1:]), str(np.dtype(t.dtype).name)) for t in inputs} or None
+
+
+def _check_version_name(located: Located, manifest: Manifest) -> None:
+    """A version directory holds the manifest of the version it is named after.
+
+    Resolved through a root (the highest version, a version or an alias), the directory's
+    name is the version the root publishes: another manifest there means it was copied or
+    renamed by hand, or replaced, and loading it would serve another model than the one
+    asked for, so it is refused. A directory passed directly may be a renamed copy: it
+    loads, with a warning naming both versions.
+    """
+    name = located.path.name
+    if located.via == "archive" or name == manifest.version:
+        return
+    if located.via == "root":
+        raise IntegrityError(
+            f"{located.path} is published as version {name!r}, but its manifest is that of "
+            f"{manifest.label}: the directory was copied or renamed by hand, or its manifest "
+            f"replaced.\nRestore version {name!r} from its release; to load this directory "
+            f"anyway, pass it directly: Bundle.load({str(located.path)!r}).",
+            mismatched=[MANIFEST_FILE],
+        )
+    warnings.warn(
+        VersionMismatchWarning(
+            f"Loading {located.path}: its manifest is that of {manifest.label}, not of "
+            f"version {name!r} (the directory was renamed or copied). The bundle loads as "
+            f"version {manifest.version!r}.",
+            directory=str(located.path),
+            version=manifest.version,
+        ),
+        stacklevel=3,
+    )
 
 
 def _custom_objects(

@@ -25,6 +25,7 @@ Every error raised on purpose by the package derives from `BundleError`::
      +- ExtraColumnsWarning             input columns the bundle does not know, ignored
      +- EnvironmentMismatchWarning      a package's major.minor differs from the saved one
      +- CompileStateSkippedWarning      loaded without trust, without the compile-only parts
+     +- VersionMismatchWarning          a directory holds the manifest of another version
 
 Exceptions carry their data as keyword-only attributes; the message is built from it,
 so code can inspect ``err.missing`` while people read the sentence.
@@ -54,6 +55,7 @@ __all__ = [
     "UnsupportedFormatError",
     "UsageError",
     "VersionExistsError",
+    "VersionMismatchWarning",
     "bullet_list",
 ]
 
@@ -284,3 +286,20 @@ class CompileStateSkippedWarning(BundleWarning):
     def __init__(self, message: str, *, skipped: Sequence[str] = ()):
         super().__init__(message)
         self.skipped = list(skipped)
+
+
+class VersionMismatchWarning(BundleWarning):
+    """A version directory passed directly holds the manifest of another version.
+
+    A renamed copy (``cp -r models/churn/3 /srv/model``) loads; the warning says which
+    version it is. Through a root, the same mismatch is refused (`IntegrityError`).
+
+    Attributes:
+        directory: the directory loaded.
+        version: the version its manifest names.
+    """
+
+    def __init__(self, message: str, *, directory: str, version: str):
+        super().__init__(message)
+        self.directory = directory
+        self.version = version

@@ -43,6 +43,7 @@ PUBLIC = [
     "VerifyReport",
     "VersionExistsError",
     "VersionInfo",
+    "VersionMismatchWarning",
     "__version__",
     "archive",
     "list_versions",
@@ -129,6 +130,7 @@ ERROR_TREE = {
     "ExtraColumnsWarning": ("BundleWarning",),
     "EnvironmentMismatchWarning": ("BundleWarning",),
     "CompileStateSkippedWarning": ("BundleWarning",),
+    "VersionMismatchWarning": ("BundleWarning",),
 }
 
 

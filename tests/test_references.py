@@ -57,7 +57,9 @@ def test_nothing_inside_the_bundle_is_ever_importable(tmp_path, monkeypatch):
     (package / "helpers.py").write_text("")
     monkeypatch.syspath_prepend(str(tmp_path))
     problem = reference_problem("pkg.helpers", "H", inside=tmp_path)
-    assert problem == f"pkg.helpers would be imported from the bundle itself ({package}/__init__.py)"
+    assert (
+        problem == f"pkg.helpers would be imported from the bundle itself ({package}/__init__.py)"
+    )
 
 
 def test_a_module_that_is_not_there_is_no_trust_problem():

@@ -26,7 +26,7 @@ from bundle.contract import (
     infer_schema,
     schema_from_hints,
 )
-from bundle.errors import ExtraColumnsWarning, SchemaError
+from bundle.errors import ExtraColumnsWarning, ManifestError, SchemaError
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -235,7 +235,7 @@ def test_to_dict_from_dict_round_trips_through_json(name):
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"kind": "table"}, "Unknown input schema kind 'table'"),
+        ({"kind": "table"}, "unknown kind 'table'; known kinds: tabular, array, multi"),
         ({"extra": 1}, "Unknown keys in a tabular schema: extra"),
         ({"columns": [{"name": "a", "kind": "float", "dtype": "float64", "x": 1}]}, "Unknown keys"),
         ({"columns": [{"name": "a", "kind": "float"}]}, "Missing keys in a column: dtype"),
@@ -256,8 +256,32 @@ def test_to_dict_from_dict_round_trips_through_json(name):
     ],
 )
 def test_from_dict_is_strict(change, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ManifestError, match=message) as caught:
         InputSchema.from_dict({"kind": "tabular", "columns": [], **change})
+    assert str(caught.value).startswith("The manifest's input_schema is not one keras-bundle")
+    assert not isinstance(caught.value, ValueError)
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        None,
+        [],
+        {"kind": 3},
+        {"kind": "array"},
+        {"kind": "array", "shape": "x", "dtype": "float32"},
+        {"kind": "tabular", "columns": [None]},
+        {
+            "kind": "tabular",
+            "columns": [{"name": "a", "kind": "categorical", "dtype": "category", "categories": 5}],
+        },
+        {"kind": "multi", "inputs": {"a": {"kind": "multi"}}},
+        {"kind": "multi", "inputs": [1]},
+    ],
+)
+def test_a_malformed_schema_is_a_manifest_error_never_a_raw_exception(schema):
+    with pytest.raises(ManifestError, match=r"^The manifest's input_schema is not one"):
+        InputSchema.from_dict(schema)
 
 
 def test_schema_restores_exact_training_dtypes_after_a_round_trip():

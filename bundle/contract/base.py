@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
-from ..errors import ExtraColumnsWarning
+from ..errors import ExtraColumnsWarning, ManifestError
 from .messages import _capped, _plural, _Problem, _schema_error, _sorted
 
 
@@ -42,17 +42,32 @@ class InputSchema:
         """Read a schema written by `to_dict`.
 
         Raises:
-            ValueError: unknown or missing keys, an unknown kind or dtype.
+            ManifestError: not a schema this package wrote: unknown or missing keys, an
+                unknown kind or dtype, values of the wrong type.
         """
         if not isinstance(d, Mapping) or "kind" not in d:
-            raise ValueError("An input schema must be a JSON object with a 'kind' key.")
-        reader = SCHEMA_READERS.get(d["kind"])
+            raise _malformed("it must be a JSON object with a 'kind' key")
+        reader = SCHEMA_READERS.get(d["kind"]) if isinstance(d["kind"], str) else None
         if reader is None:
-            raise ValueError(
-                f"Unknown input schema kind {d['kind']!r}; "
-                f"known kinds: {', '.join(SCHEMA_READERS)}."
+            raise _malformed(
+                f"unknown kind {d['kind']!r}; known kinds: {', '.join(SCHEMA_READERS)}"
             )
-        return reader(d)
+        try:
+            return reader(d)
+        except ManifestError:
+            raise
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError, OverflowError) as exc:
+            # Readers index and convert what to_dict wrote; anything else is a malformed
+            # manifest, whatever Python exception its shape happens to cause.
+            if isinstance(exc, KeyError):
+                detail = f"missing key {exc}"
+            elif isinstance(exc, ValueError):
+                detail = str(exc).rstrip(".")
+            else:
+                detail = f"{type(exc).__name__}: {exc}"
+            raise _malformed(detail) from exc
+        except RecursionError as exc:
+            raise _malformed("it nests too deeply") from exc
 
     def coerce(self, raw: Any, *, strict: bool = False) -> pd.DataFrame | np.ndarray | dict:
         """Turn raw input into the canonical form the preprocessing was fitted on.
@@ -90,6 +105,14 @@ class InputSchema:
 
     def _check(self, raw: Any, strict: bool, subject: str) -> _Checked:
         raise NotImplementedError
+
+
+def _malformed(problem: str) -> ManifestError:
+    return ManifestError(
+        f"The manifest's input_schema is not one keras-bundle writes: {problem}.\n"
+        "The manifest was edited by hand or written by a broken tool; restore it from the "
+        "release."
+    )
 
 
 def _extra_warning(extra: Sequence[str]) -> ExtraColumnsWarning:

@@ -17,8 +17,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ..errors import ManifestError, UnsupportedFormatError
-from .layout import MANIFEST_FILE
+from ..errors import ManifestError, UnsupportedFormatError, bullet_list
+from .layout import MANIFEST_FILE, STEP_EXTENSIONS
 from .trust import executes_code
 
 FORMAT_NAME = "keras-bundle"
@@ -81,9 +81,12 @@ class Manifest:
             ManifestError: the data does not match the schema.
         """
         check_format_version(data, source=source)
+        check_nesting(data, source=source)
         validate(data, source=source)
         known = {f.name for f in fields(cls)}
-        return cls(**{key: value for key, value in data.items() if key in known})
+        manifest = cls(**{key: value for key, value in data.items() if key in known})
+        check_parts(manifest, source=source)
+        return manifest
 
     @property
     def parts_executing_code(self) -> list[dict[str, Any]]:
@@ -187,21 +190,124 @@ def parse_manifest(text: str | bytes, *, source: str) -> Manifest:
         data = json.loads(text)
     except ValueError as exc:
         raise ManifestError(f"{source} is not valid JSON: {exc}.") from exc
+    except RecursionError as exc:
+        raise ManifestError(
+            f"{source} nests deeper than Python's JSON reader goes: no manifest does."
+        ) from exc
     return Manifest.from_dict(data, source=source)
 
 
 def read_manifest(directory: Path) -> Manifest:
     """Read and validate ``manifest.json`` from a bundle directory. Imports nothing.
 
+    The file is opened without following a link and without blocking: a FIFO or a link in
+    its place is refused, never read.
+
     Raises:
-        ManifestError: the file is missing, not JSON, or does not match the schema.
+        ManifestError: the file is missing, not a regular file, not JSON, or does not match
+            the schema.
         UnsupportedFormatError: the bundle uses a newer format version.
     """
+    from .snapshot import read_regular
+
     path = Path(directory) / MANIFEST_FILE
     try:
-        text = path.read_bytes()
-    except FileNotFoundError as exc:
+        text = read_regular(path, what="manifest")
+    except (FileNotFoundError, NotADirectoryError) as exc:
         raise ManifestError(
             f"{path} does not exist: {directory} is not a bundle version directory."
         ) from exc
     return parse_manifest(text, source=str(path))
+
+
+MAX_NESTING = 100
+
+
+def check_nesting(data: Any, *, source: str) -> None:
+    """Refuse JSON nested deeper than `MAX_NESTING` (metadata 100,000 deep), iteratively."""
+    stack = [(data, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_NESTING:
+            raise ManifestError(
+                f"{source} nests JSON deeper than {MAX_NESTING} levels; a manifest (metadata "
+                "included) never needs that.\nThe file was edited by hand or written by a "
+                "broken tool; restore it from the release."
+            )
+        if isinstance(node, dict):
+            stack.extend((value, depth + 1) for value in node.values())
+        elif isinstance(node, list):
+            stack.extend((value, depth + 1) for value in node)
+
+
+EXAMPLE_SUFFIXES = (".parquet", ".npy")
+
+
+def check_parts(manifest: Manifest, *, source: str) -> None:
+    """Refuse a schema-valid manifest whose parts are not files it lists, of their kind.
+
+    Every path the manifest names (model, steps, pickled custom objects, the example and
+    its outputs, the profile) must be a file of its ``files`` table with the suffix its
+    reader expects; the model needs inputs and outputs of known dtypes.
+
+    Raises:
+        ManifestError: listing every problem.
+    """
+    import numpy as np
+
+    files = set(manifest.files)
+    problems: list[str] = []
+
+    def listed(where: str, value: Any, suffixes: tuple[str, ...]) -> None:
+        if value not in files:
+            problems.append(f"{where}: {value!r} is not a file listed in 'files'")
+        elif not str(value).endswith(suffixes):
+            problems.append(f"{where}: {value!r} is not a {' or '.join(suffixes)} file")
+
+    model = manifest.model
+    listed("model/file", model["file"], (".keras",))
+    for side in ("inputs", "outputs"):
+        if not model[side]:
+            problems.append(f"model/{side}: a model has at least one; the list is empty")
+        for index, tensor in enumerate(model[side]):
+            try:
+                dtype = np.dtype(tensor["dtype"])
+                known = dtype.fields is None and dtype.subdtype is None
+            except (TypeError, ValueError):
+                known = False
+            if not known:
+                problems.append(f"model/{side}/{index}: unknown dtype {tensor['dtype']!r}")
+            if any(d is not None and d < 0 for d in tensor["shape"]):
+                problems.append(f"model/{side}/{index}: negative size in {tensor['shape']}")
+    for stage in ("preprocess", "postprocess"):
+        for index, record in enumerate(getattr(manifest, stage)):
+            suffix = STEP_EXTENSIONS.get(record["serializer"], "")
+            listed(f"{stage}/{index}/file", record["file"], (f".{suffix}",))
+    for index, record in enumerate(manifest.custom_objects):
+        if record["storage"] == "value":
+            listed(f"custom_objects/{index}/file", record["file"], (".pkl",))
+        elif record["file"] is not None:
+            problems.append(f"custom_objects/{index}/file: a reference stores no file")
+    example = manifest.example
+    if example is not None:
+        inside = sorted(name for name in files if name.startswith(f"{example['input']}/"))
+        if inside:
+            for name in inside:
+                nested = "/" in name[len(example["input"]) + 1 :]
+                if nested or not name.endswith(EXAMPLE_SUFFIXES):
+                    problems.append(f"example/input: {name!r} is not a .parquet or .npy file")
+        else:
+            listed("example/input", example["input"], EXAMPLE_SUFFIXES)
+        listed("example/scores", example["scores"], (".npy", ".npz"))
+        if example["predictions"] is not None:
+            listed("example/predictions", example["predictions"], (".npy",))
+    if manifest.profile is not None:
+        listed("profile/file", manifest.profile["file"], (".json",))
+        listed("profile/arrays", manifest.profile["arrays"], (".npz",))
+    if problems:
+        raise ManifestError(
+            f"{source} names parts that are not files of the bundle:\n"
+            + bullet_list(problems, limit=10)
+            + "\nThe file was edited by hand or written by a broken tool; restore it from "
+            "the release."
+        )

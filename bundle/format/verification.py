@@ -65,6 +65,10 @@ class VerifyReport:
 
 def compare_outputs(name: str, expected: Any, got: Any, *, rtol: float, atol: float) -> Check:
     """Compare stored golden outputs with replayed ones (numbers within tolerance, labels equal)."""
+    if isinstance(expected, Mapping) != isinstance(got, Mapping) or (
+        isinstance(expected, Mapping) and sorted(expected) != sorted(got)
+    ):
+        return Check(name, False, f"outputs {_outputs(got)} now, {_outputs(expected)} at save time")
     if isinstance(expected, dict):
         checks = [
             compare_outputs(f"{name}[{k}]", expected[k], got[k], rtol=rtol, atol=atol)
@@ -88,6 +92,12 @@ def compare_outputs(name: str, expected: Any, got: Any, *, rtol: float, atol: fl
         return Check(name, bad == 0, detail)
     equal = int(np.count_nonzero(expected.astype(str) == got.astype(str)))
     return Check(name, equal == expected.size, f"{equal} of {expected.size} equal")
+
+
+def _outputs(value: Any) -> str:
+    if isinstance(value, Mapping):
+        return "named " + ", ".join(map(repr, sorted(value)))
+    return f"one array {np.shape(value)}"
 
 
 def files_check(path: Path, manifest: Manifest) -> Check:

@@ -3,7 +3,8 @@
 The named interface of this package, used by `core` and by the edges (CLI, Spark):
 
 - `open_root(location)`: a `Root` of versions (list, resolve, publish, alias);
-- `fetch(location, version)`: any location form -> a local version directory;
+- `fetch(location, version)`: any location form -> a local version directory (`locate`
+  also says whether a root resolved it);
 - `write_archive` / `extract_archive`: reproducible release archives, extracted safely;
 - `is_url`, `split_alias`, `is_archive_name`, `cache_dir`: reading location strings.
 """
@@ -11,11 +12,12 @@ The named interface of this package, used by `core` and by the edges (CLI, Spark
 from __future__ import annotations
 
 from .archives import extract_archive, is_archive_name, write_archive
-from .locate import fetch
+from .locate import Located, fetch, locate
 from .paths import cache_dir, is_url, split_alias
 from .roots import Root, VersionInfo, open_root
 
 __all__ = [
+    "Located",
     "Root",
     "VersionInfo",
     "cache_dir",
@@ -23,6 +25,7 @@ __all__ = [
     "fetch",
     "is_archive_name",
     "is_url",
+    "locate",
     "open_root",
     "split_alias",
     "write_archive",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +22,35 @@ from .archives import extract_archive, is_archive_name
 from .paths import cache_dir, is_url, local_path, split_alias
 from .roots import open_root
 
-__all__ = ["fetch"]
+__all__ = ["Located", "fetch", "locate"]
+
+
+@dataclass(frozen=True)
+class Located:
+    """A local version directory, and how it was found.
+
+    Attributes:
+        path: the local version directory (itself, a download or an extraction).
+        via: ``"root"`` when a root resolved it (highest version, a version or an alias:
+            its directory name is the version the root publishes), ``"directory"`` when the
+            location was the version directory itself, ``"archive"`` for an archive.
+    """
+
+    path: Path
+    via: str
 
 
 def fetch(location: str | Path, version: str | None = None, **storage_options: Any) -> Path:
     """A local version directory for any location form (see the module docstring).
+
+    Raises:
+        BundleNotFoundError: nothing there, or no such version or alias.
+    """
+    return locate(location, version, **storage_options).path
+
+
+def locate(location: str | Path, version: str | None = None, **storage_options: Any) -> Located:
+    """Like `fetch`, also saying how the version directory was found.
 
     Raises:
         BundleNotFoundError: nothing there, or no such version or alias.
@@ -36,14 +61,14 @@ def fetch(location: str | Path, version: str | None = None, **storage_options: A
             raise ValueError(f"Pass either {location!r} or version={version!r}, not both.")
         version = alias
     if is_archive_name(text):
-        return _extracted(text, **storage_options)
+        return Located(_extracted(text, **storage_options), "archive")
     root = open_root(text, **storage_options)
     if root.is_version():
         if not root.is_remote:
-            return store.resolve(root.local, version)
+            return Located(store.resolve(root.local, version), "directory")
         parent, _, name = root.location.rpartition("/")
-        return open_root(parent, **storage_options).local_copy(name)
-    return root.local_copy(root.resolve(version))
+        return Located(open_root(parent, **storage_options).local_copy(name), "directory")
+    return Located(root.local_copy(root.resolve(version)), "root")
 
 
 def _extracted(location: str, **storage_options: Any) -> Path:

@@ -30,6 +30,7 @@ from ..errors import BundleNotFoundError, StorageError, VersionExistsError, bull
 from ..format.integrity import verify_files
 from ..format.layout import ALIASES_DIR, CLAIMS_DIR, MANIFEST_FILE
 from ..format.manifest import parse_manifest
+from ..format.snapshot import read_regular
 from . import local as store
 from .paths import cache_dir, is_url, local_path
 
@@ -137,7 +138,8 @@ class Root:
     # ------------------------------------------------------------ reading
     def read_manifest_text(self, version: str) -> bytes:
         if not self.is_remote:
-            return (self.local / version / MANIFEST_FILE).read_bytes()
+            # Never follows a link nor blocks on a FIFO planted as the manifest.
+            return read_regular(self.local / version / MANIFEST_FILE, what="manifest")
         return self.fs.cat_file(self._join(version, MANIFEST_FILE))
 
     def local_copy(self, version: str) -> Path:
