@@ -23,6 +23,7 @@ BENCHMARKS = {
     "spark": "spark_bench.py",  # issue 8: predict_udf / score vs mlflow spark_udf
     "export": "export_bench.py",  # issue 9: fused TensorFlow graph vs NumPy replay
     "drift": "drift_bench.py",  # issue 20: bundle drift on 5M rows, live drift on/off
+    "load": "load_bench.py",  # issue 13: the cost of snapshot loads on a large model
 }
 
 

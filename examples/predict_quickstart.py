@@ -2,6 +2,7 @@
 
 import os
 import sys
+import warnings
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -9,13 +10,20 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 import pandas as pd
 
-from bundle import Bundle
+from bundle import Bundle, CompileStateSkippedWarning
 
 root = Path(sys.argv[1])
 rows = pd.read_csv(root.parent / "wine_test.csv")
-# trusted=True: this bundle holds a custom loss defined in the training script's __main__,
-# stored by value with cloudpickle; we made it, so we trust it.
-loaded = Bundle.load(root, trusted=True)
+# No trusted=True: the bundle's only stored code is the custom loss of the training script's
+# __main__ (a pickle), and prediction never uses a loss. It is skipped, never unpickled, and
+# a CompileStateSkippedWarning says so; Bundle.load(root, trusted=True) would restore the
+# compile state, to continue training.
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always", CompileStateSkippedWarning)
+    loaded = Bundle.load(root)
+for warning in caught:
+    if issubclass(warning.category, CompileStateSkippedWarning):
+        print("skipped (needed only to compile):", ", ".join(warning.message.skipped))
 labels = loaded.predict(rows)
 scores = loaded.predict(rows, postprocess=False)
 expected = np.load(root.parent / "wine_expected.npy")

@@ -390,3 +390,41 @@ def test_drift_with_spark_aggregations_matches_bundle_drift(spark, reference, ro
                     assert got[want["name"]][key] == pytest.approx(want[key], abs=1e-3)
     assert got["cat_b"]["unseen_values"] == [{"value": "cat_b_new", "share": 0.04}]
     assert got["num_5"]["missing_current"] == pytest.approx(0.02)
+
+
+def _halved_crossentropy(y_true, y_pred):
+    """A loss of this test module (no installed package): the bundle stores it by value."""
+    import keras
+
+    return 0.5 * keras.losses.sparse_categorical_crossentropy(y_true, y_pred)
+
+
+@pytest.mark.slow
+def test_a_bundle_with_a_pickled_loss_scores_on_spark_without_trust(spark, tmp_path):
+    """Issue 21: the loss is compile only, so executors load the bundle untrusted (no
+    pickle opened, no compile state) and score exactly as a trusted load predicts."""
+    import warnings
+
+    import keras
+    from pyspark.sql.functions import struct
+
+    from bundle import CompileStateSkippedWarning
+    from bundle.spark import predict_udf
+
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(rng.normal(size=(300, 3)).astype("float32"), columns=["a", "b", "c"])
+    labels = (frame["a"] > 0).astype("int64").to_numpy()
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, activation="softmax")])
+    model.compile("adam", loss=_halved_crossentropy)
+    model.fit(frame.to_numpy(), labels, epochs=2, verbose=0)
+    path = Bundle(model, input_example=frame.iloc[:20], name="halved").save(tmp_path / "root")
+    with pytest.warns(CompileStateSkippedWarning, match=r"_halved_crossentropy"):
+        untrusted = Bundle.load(path)
+    expected = Bundle.load(path, trusted=True).predict(frame)
+    np.testing.assert_array_equal(untrusted.predict(frame), expected)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CompileStateSkippedWarning)
+        udf = predict_udf(spark, path, result="scores")
+        got = spark.createDataFrame(frame).select(udf(struct("a", "b", "c")).alias("s")).toPandas()
+    np.testing.assert_allclose(np.stack(got["s"].to_numpy()), expected, rtol=0, atol=1e-6)

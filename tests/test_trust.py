@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -523,3 +524,228 @@ def test_registered_objects_of_an_installed_package_load_without_trust(hostile, 
     )
     _, difference, module = result.stdout.split()[-3:]
     assert float(difference) <= 1e-6 and module == "kbevil.layers"
+
+
+# ---------------------------------------------------------------------------- compile only
+# Issue 21: a loss and a metric defined in a training script's __main__ are stored by value,
+# yet prediction never uses them: the bundle loads without trust, without compile state.
+COMPILE_ONLY_TRAINING = """
+    import json, pathlib
+    import numpy as np
+    import keras
+    from bundle import Bundle
+
+    out = pathlib.Path({out!r})
+    keras.utils.set_random_seed(0)
+
+    def smoothed(y_true, y_pred):
+        return keras.losses.categorical_crossentropy(y_true, y_pred, label_smoothing=0.1)
+
+    def spread(y_true, y_pred):
+        return keras.ops.max(y_pred, axis=-1) - keras.ops.min(y_pred, axis=-1)
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(96, 4)).astype("float32")
+    Y = keras.utils.to_categorical((X[:, 0] > 0).astype(int) + (X[:, 1] > 1), 3)
+    model = keras.Sequential([
+        keras.Input((4,)), keras.layers.Dense(8, activation="relu"),
+        keras.layers.Dense(3, activation="softmax"),
+    ])
+    model.compile("adam", loss=smoothed, metrics=[spread])
+    model.fit(X, Y, epochs=3, batch_size=16, verbose=0)
+    np.save(out / "X.npy", X)
+    np.save(out / "Y.npy", Y)
+    np.save(out / "pred.npy", model.predict(X, verbose=0))
+    path = Bundle(model, input_example=X[:16], name="smooth").save(out / "root")
+    facts = {{
+        "path": str(path),
+        "eval": model.evaluate(X, Y, return_dict=True, verbose=0),
+        "iterations": int(model.optimizer.iterations),
+    }}
+    (out / "train.json").write_text(json.dumps(facts))
+"""
+
+COMPILE_ONLY_SERVING = """
+    import asyncio, json, pathlib, warnings
+    import numpy as np
+    import __main__
+    from bundle import Bundle, BundleWarning, CompileStateSkippedWarning
+
+    out = pathlib.Path({out!r})
+    facts = json.loads((out / "train.json").read_text())
+    X = np.load(out / "X.npy")
+    assert not hasattr(__main__, "smoothed") and not hasattr(__main__, "spread")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        loaded = Bundle.load(facts["path"])
+    ours = [w for w in caught if issubclass(w.category, BundleWarning)]
+    result = {{
+        "warnings": [[w.category.__name__, str(w.message), w.message.skipped] for w in ours],
+        "compiled": bool(getattr(loaded.model, "compiled", False)),
+        "optimizer": getattr(loaded.model, "optimizer", None) is not None,
+    }}
+    np.save(out / "untrusted_pred.npy", loaded.predict(X))
+
+    # predict_file, the SavedModel export and the server, on the untrusted load
+    import pandas as pd
+    pd.DataFrame(X).to_parquet(out / "X.parquet")
+    result["file_rows"] = loaded.predict_file(out / "X.parquet", out / "scored.parquet")
+    np.save(out / "file_pred.npy", pd.read_parquet(out / "scored.parquet").to_numpy())
+    import tensorflow as tf
+    exported = loaded.export(out / "saved_model")
+    signature = tf.saved_model.load(str(exported)).signatures["serving_default"]
+    np.save(out / "export_pred.npy", signature(tf.constant(X))["scores"].numpy())
+    import httpx
+    from bundle.serve import create_app
+
+    app = create_app(loaded)
+
+    async def ask():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
+            await app.state.bundle_server.start()
+            body = {{"inputs": [{{"name": "input", "shape": list(X.shape), "datatype": "FP32",
+                                 "data": X.ravel().tolist()}}]}}
+            answer = await client.post("/v2/models/smooth/infer", json=body)
+            await app.state.bundle_server.stop()
+            return answer
+
+    answer = asyncio.run(ask())
+    result["serve_status"] = answer.status_code
+    result["serve_body"] = answer.json()
+
+    # trusted=True keeps today's behaviour: compiled as at training, training continues
+    trusted = Bundle.load(facts["path"], trusted=True)
+    Y = np.load(out / "Y.npy")
+    result["trusted_eval"] = trusted.model.evaluate(X, Y, return_dict=True, verbose=0)
+    result["trusted_loss"] = trusted.model.loss.__name__
+    before = int(trusted.model.optimizer.iterations)
+    trusted.model.fit(X, Y, epochs=1, batch_size=16, verbose=0)
+    result["iterations"] = [before, int(trusted.model.optimizer.iterations)]
+    (out / "serve.json").write_text(json.dumps(result, default=str))
+"""
+
+
+@pytest.fixture(scope="module")
+def compile_only(tmp_path_factory):
+    """A bundle whose only stored code is a __main__ loss and metric, and what a fresh
+    serving process did with it: (out directory, training facts, serving result)."""
+    import textwrap
+
+    out = tmp_path_factory.mktemp("compile-only")
+    run_python(textwrap.dedent(COMPILE_ONLY_TRAINING).format(out=str(out)))
+    run_python(textwrap.dedent(COMPILE_ONLY_SERVING).format(out=str(out)))
+    facts = json.loads((out / "train.json").read_text())
+    return out, facts, json.loads((out / "serve.json").read_text())
+
+
+@pytest.mark.slow
+def test_a_bundle_whose_only_code_is_its_loss_and_metric_predicts_without_trust(compile_only):
+    out, facts, result = compile_only
+    manifest = json.loads((Path(facts["path"]) / "manifest.json").read_text())
+    records = {r["name"]: r for r in manifest["custom_objects"]}
+    assert {n: (r["storage"], r["module"], r["needed_for"]) for n, r in records.items()} == {
+        "smoothed": ("value", "__main__", "compile"),
+        "spread": ("value", "__main__", "compile"),
+    }
+    expected = np.load(out / "pred.npy")
+    np.testing.assert_allclose(np.load(out / "untrusted_pred.npy"), expected, rtol=0, atol=1e-6)
+    # one warning of its own class, naming the skipped objects and the way back
+    [[category, message, skipped]] = result["warnings"]
+    assert category == "CompileStateSkippedWarning" and skipped == ["smoothed", "spread"]
+    assert message.startswith("Loaded bundle 'smooth' 1 without its compile state: 2 part(s)")
+    assert "- smoothed: custom_objects/smoothed.pkl: a cloudpickle pickle of __main__" in message
+    assert "- spread: custom_objects/spread.pkl" in message
+    assert message.endswith(
+        "To restore the compile state (to evaluate or continue training): "
+        "Bundle.load(path, trusted=True)."
+    )
+    assert result["compiled"] is False and result["optimizer"] is False
+
+
+@pytest.mark.slow
+def test_predict_file_export_and_serve_work_on_the_untrusted_load(compile_only):
+    out, _, result = compile_only
+    expected = np.load(out / "pred.npy")
+    assert result["file_rows"] == len(expected)
+    np.testing.assert_allclose(np.load(out / "file_pred.npy"), expected, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(np.load(out / "export_pred.npy"), expected, rtol=0, atol=1e-5)
+    assert result["serve_status"] == 200, result["serve_body"]
+    [output] = result["serve_body"]["outputs"]  # no postprocess: the model's scores
+    np.testing.assert_allclose(
+        np.asarray(output["data"]).reshape(expected.shape), expected, rtol=0, atol=1e-6
+    )
+
+
+@pytest.mark.slow
+def test_trusted_load_still_restores_the_compile_state_and_trains_on(compile_only):
+    _, facts, result = compile_only
+    assert result["trusted_loss"] == "smoothed"
+    for key in ("loss", "spread"):
+        np.testing.assert_allclose(result["trusted_eval"][key], facts["eval"][key], rtol=1e-5)
+    assert result["iterations"] == [facts["iterations"], facts["iterations"] + 6]
+
+
+@pytest.mark.slow
+def test_the_skipped_pickles_are_never_opened(compile_only, tmp_path):
+    """A payload planted in the loss pickle, its hash recomputed: an untrusted load predicts
+    and leaves no trace; a trusted one does run it (the control)."""
+    import shutil
+
+    _, facts, _ = compile_only
+    version = tmp_path / "root" / "1"
+    shutil.copytree(facts["path"], version)
+    marker = tmp_path / "pwned"
+    (version / "custom_objects" / "smoothed.pkl").write_bytes(pickle.dumps(_Planted(str(marker))))
+    rehash(version)
+    script = f"""
+        import warnings
+        warnings.simplefilter("ignore")
+        from bundle import Bundle
+        loaded = Bundle.load({str(version)!r}, trusted={{trusted}})
+        print("PREDICTED", loaded.predict([[0.1, 0.2, 0.3, 0.4]]).shape)
+    """
+    result = run_python(script.format(trusted=False))
+    assert "PREDICTED (1, 3)" in result.stdout
+    assert not marker.exists(), "the loss pickle was opened without trust"
+    run_python(script.format(trusted=True), check=False)
+    assert marker.exists()
+
+
+@pytest.mark.slow
+def test_inspect_shows_what_prediction_needs(compile_only):
+    _, facts, _ = compile_only
+    from click.testing import CliRunner
+
+    from bundle.cli import cli
+
+    text = CliRunner().invoke(cli, ["inspect", facts["path"]])
+    assert text.exit_code == 0, text.output
+    table = text.output.split("Custom objects\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    assert table[0].split() == ["name", "kind", "stored", "object", "needed", "trust"]
+    assert [line.split(maxsplit=5) for line in table[1:]] == [
+        [
+            "smoothed",
+            "loss",
+            "by",
+            "value",
+            "__main__.smoothed",
+            "compile only  skipped without trusted=True",
+        ],
+        [
+            "spread",
+            "metric",
+            "by",
+            "value",
+            "__main__.spread",
+            "compile only  skipped without trusted=True",
+        ],
+    ]
+    assert "not needed to predict (the compile state needs it)" in text.output
+    assert "2 part(s) are needed only to compile" in text.output
+    facts_json = json.loads(CliRunner().invoke(cli, ["inspect", facts["path"], "--json"]).output)
+    assert facts_json["needs_trusted"] is False
+    assert facts_json["skipped_without_trust"] == ["smoothed", "spread"]
+    card = (Path(facts["path"]) / "README.md").read_text()
+    assert 'Bundle.load("path/to/smooth/1")' in card  # no trusted=True in the snippet
+    assert "- `smoothed`: loss, by value (`__main__.smoothed`), compile only" in card

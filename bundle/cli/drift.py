@@ -193,17 +193,17 @@ def _input_drift(
     from ..drift import DriftAccumulator
     from ..drift.report import no_profile_error
     from ..fileio import tabular as tabular_io
-    from ..format.integrity import verify_files
-    from ..format.manifest import read_manifest
     from ..format.profile import read_profile
+    from ..format.snapshot import open_snapshot
     from ..storage import fetch
 
-    local = fetch(path, version)
-    manifest = read_manifest(local)
-    verify_files(local, manifest.files, label=manifest.label)
-    if manifest.profile is None:
-        raise no_profile_error(manifest.label)
-    accumulator = DriftAccumulator(read_profile(local, manifest.profile), outputs=False)
+    # The profile read is the one verified with the manifest (a snapshot, as a load).
+    with open_snapshot(fetch(path, version)) as snapshot:
+        manifest = snapshot.manifest
+        if manifest.profile is None:
+            raise no_profile_error(manifest.label)
+        profile = read_profile(snapshot.path, manifest.profile)
+    accumulator = DriftAccumulator(profile, outputs=False)
     types = tabular_io.csv_column_types(manifest.input_schema)
     for frame in tabular_io.iter_batches(data, batch_size=batch_size, fmt=fmt, column_types=types):
         accumulator.update(frame)

@@ -17,6 +17,7 @@ from ..format.keras_config import read_model_config
 from ..format.layout import MANIFEST_FILE
 from ..format.manifest import Manifest, parse_manifest, read_manifest
 from ..format.profile import Profile, feature_summary, read_profile, render_profile
+from ..format.snapshot import open_snapshot
 from ..format.trust import COMPILE, PREDICT, TrustDecision, decide, executes_code, needed_for
 from ..storage import fetch, is_archive_name, is_url, open_root, split_alias
 
@@ -108,6 +109,14 @@ def _trust_cell(unsafe: bool, needed: str) -> str:
     if not unsafe:
         return ""
     return "needs trusted=True" if needed == PREDICT else "skipped without trusted=True"
+
+
+def _trusted_cell(facts: Mapping[str, Any]) -> str:
+    if facts["needs_trusted"]:
+        return "needs trusted=True"
+    if facts["skipped_without_trust"]:
+        return "not needed to predict (the compile state needs it)"
+    return "not needed"
 
 
 def _trust_line(part: Mapping[str, Any]) -> str:
@@ -224,7 +233,10 @@ def _profile_of(found: _Located) -> Profile | None:
     record = found.manifest.profile
     if record is None or found.local is None:
         return None
-    return read_profile(found.local, record)
+    # Checked against the manifest before it is read, and never a FIFO or a link.
+    only = [record["file"], record["arrays"]]
+    with open_snapshot(found.local, manifest=found.manifest, only=only) as snapshot:
+        return read_profile(snapshot.path, record)
 
 
 def _profile_features(profile: Profile) -> list[dict[str, Any]]:
@@ -252,7 +264,7 @@ def _render_inspect(
                 ("location", facts["location"]),
                 ("format", f"{facts['format']} {facts['format_version']}"),
                 ("size", f"{_human_size(facts['size'])} in {facts['files']} files (+ manifest)"),
-                ("trusted", "needs trusted=True" if facts["needs_trusted"] else "not needed"),
+                ("trusted", _trusted_cell(facts)),
             ],
         ),
         "",
