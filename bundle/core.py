@@ -1027,7 +1027,11 @@ def _check_version_name(located: Located, manifest: Manifest) -> None:
     loads, with a warning naming both versions.
     """
     name = located.path.name
-    if located.via == "archive" or name == manifest.version:
+    # `bundle archive` names its folder <name>-<version>: an extracted release is in place.
+    if located.via == "archive" or name in (
+        manifest.version,
+        f"{manifest.name}-{manifest.version}",
+    ):
         return
     if located.via == "root":
         raise IntegrityError(

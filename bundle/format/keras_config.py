@@ -12,6 +12,8 @@ compiling needs.
 from __future__ import annotations
 
 import json
+import os
+import stat
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,7 +65,11 @@ def read_model_config(path: Path) -> ModelConfig:
     """
     name = Path(path).name
     try:
-        with zipfile.ZipFile(path) as archive:
+        handle = _open_regular(Path(path))
+    except OSError as exc:
+        raise ModelError(f"{name} cannot be read: {exc}.") from exc
+    try:
+        with handle, zipfile.ZipFile(handle) as archive:
             info = archive.getinfo(CONFIG_MEMBER)
             if info.file_size > MAX_CONFIG_BYTES:
                 raise ModelError(
@@ -89,6 +95,17 @@ def read_model_config(path: Path) -> ModelConfig:
     code, names = _audit(architecture, name)
     compile_code, compile_names = _audit(compile_config, name)
     return ModelConfig(tuple(code), tuple(compile_code), frozenset(names), frozenset(compile_names))
+
+
+def _open_regular(path: Path) -> Any:
+    """`path` opened for reading if it is a regular file (links followed: a snapshot's files
+    are links to verified descriptors); a FIFO or a device is refused without blocking."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise ModelError(f"{path.name} is not a regular file: refused before reading it.")
+    return open(fd, "rb")
 
 
 def _audit(config: Any, name: str) -> tuple[list[str], set[str]]:
