@@ -749,3 +749,58 @@ def test_inspect_shows_what_prediction_needs(compile_only):
     card = (Path(facts["path"]) / "README.md").read_text()
     assert 'Bundle.load("path/to/smooth/1")' in card  # no trusted=True in the snippet
     assert "- `smoothed`: loss, by value (`__main__.smoothed`), compile only" in card
+
+
+# ---------------------------------------------------------------------------- the decision
+def _manifest_with(custom_objects, *, executes_code=False):
+    from types import SimpleNamespace
+
+    model = {"file": "model.keras", "executes_code": executes_code, "inputs": [], "outputs": []}
+    return SimpleNamespace(
+        model=model, preprocess=[], postprocess=[], custom_objects=list(custom_objects)
+    )
+
+
+PICKLED = {
+    "storage": "value",
+    "serializer": "cloudpickle",
+    "file": "custom_objects/x.pkl",
+    "module": "__main__",
+    "qualname": "x",
+    "kind": "layer",
+    "executes_code": True,
+}
+
+
+def test_a_part_labelled_compile_only_that_the_architecture_names_is_refused():
+    """The label only ever decides what may be skipped; the model file's own config wins."""
+    from bundle.format.keras_config import ModelConfig
+    from bundle.format.trust import decide
+
+    record = {**PICKLED, "name": "Affine", "needed_for": "compile"}
+    config = ModelConfig((), (), frozenset({"Affine", "dense"}), frozenset())
+    decision = decide(_manifest_with([record]), model_config=config)
+    assert [p.name for p in decision.refused] == ["Affine"] and decision.skipped == []
+    with pytest.raises(UnsafeLoadError, match=r"- custom_objects/x\.pkl: a cloudpickle pickle"):
+        decision.check(trusted=False, label="b")
+    # Unnamed by the architecture, the same record is skipped; labelled predict, refused.
+    elsewhere = ModelConfig((), (), frozenset({"dense"}), frozenset({"Affine"}))
+    assert [p.name for p in decide(_manifest_with([record]), model_config=elsewhere).skipped] == [
+        "Affine"
+    ]
+    labelled = {**record, "needed_for": "predict"}
+    assert decide(_manifest_with([labelled]), model_config=elsewhere).refused
+
+
+def test_code_in_the_compile_config_is_skipped_not_refused():
+    from bundle.format.keras_config import ModelConfig
+    from bundle.format.trust import decide
+
+    config = ModelConfig(
+        (), ("a serialized lambda (its Python bytecode runs)",), frozenset(), frozenset()
+    )
+    decision = decide(_manifest_with([]), model_config=config)
+    assert decision.refused == [] and [p.name for p in decision.skipped] == ["compile config"]
+    architecture = ModelConfig(("Lambda layer 'l' (...)",), (), frozenset(), frozenset())
+    [refused] = decide(_manifest_with([]), model_config=architecture).refused
+    assert refused.describe() == "model.keras: a Keras model with Lambda layer 'l' (...)"
