@@ -17,7 +17,7 @@ from conftest import make_tabular_frame
 from hypothesis import given
 from hypothesis import strategies as st
 from scipy.spatial.distance import jensenshannon
-from scipy.stats import chisquare, ks_2samp
+from scipy.stats import binomtest, chisquare, ks_2samp
 
 from bundle.drift import DriftAccumulator, DriftThresholds, RowSampler, SlidingWindow, build_profile
 from bundle.drift import statistics as stats
@@ -215,12 +215,37 @@ def test_thresholds_are_settable_and_checked(profile):
         DriftThresholds(psi=-1)
 
 
-def test_too_few_rows_are_listed_but_never_flagged(profile):
-    current, _ = make_tabular_frame(40, seed=17)
-    current["income"] = current["income"] * 10
+def test_p_values_equal_scipys_tests():
+    rng = np.random.default_rng(5)
+    reference, current = rng.normal(size=300), rng.normal(0.3, 1, size=40)
+    expected = ks_2samp(reference, current, method="asymp")
+    assert stats.ks_p_value(expected.statistic, 40, 300) == pytest.approx(expected.pvalue, rel=1e-9)
+    for count, total, share in [(7, 40, 0.05), (0, 10, 0.05), (40, 40, 0.5)]:
+        greater = binomtest(count, total, share, alternative="greater").pvalue
+        less = binomtest(count, total, share, alternative="less").pvalue
+        assert stats.share_p_value(count, total, share) == pytest.approx(greater, rel=1e-9)
+        assert stats.share_p_value(count, total, share, below=True) == pytest.approx(less, rel=1e-9)
+
+
+def test_a_few_rows_are_flagged_only_for_a_significant_shift(profile):
+    same, _ = make_tabular_frame(40, seed=17)
+    unchanged = drift_of(profile, same)
+    assert not unchanged.has_drift  # 40 rows of the training distribution: no false alarm
+    shifted = same.copy()
+    shifted["income"] = shifted["income"] * 10  # a unit changed: obvious even in 40 rows
+    report = drift_of(profile, shifted)
+    assert report.drifted[0].name == "income"
+    assert report["income"].ks > 0.5
+    assert any("(p=" in reason for reason in report["income"].reasons)
+    assert [f.name for f in report.drifted if f.role == "input"] == ["income"]
+
+
+def test_a_noisy_statistic_in_a_few_rows_says_too_few_rows(profile):
+    current, _ = make_tabular_frame(12, seed=19)
+    current["income"] = current["income"] * 1.15  # a mild shift: KS over 0.1, not significant
     report = drift_of(profile, current)
-    assert not report.has_drift
-    assert report["income"].ks > 0.5 and not report["income"].enough_rows
+    assert not report["income"].drifted and report["income"].ks > 0.1
+    assert not report["income"].enough_rows
     assert "too few rows" in str(report)
 
 

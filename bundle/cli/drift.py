@@ -12,7 +12,7 @@ import click
 import bundle as api
 
 from ..drift import DriftThresholds
-from ..errors import BundleError
+from ..errors import UsageError
 from .app import CONTEXT_SETTINGS, JSON_OPTION, TRUSTED_OPTION, VERSION_OPTION, _emit_json, cli
 from .predict import _file_format
 
@@ -82,7 +82,15 @@ def _threshold_options(function: Any) -> Any:
     type=click.IntRange(min=0),
     default=_DEFAULTS.min_rows,
     show_default=True,
-    help="Features with fewer current values are listed but never flagged.",
+    help="From this many current values on, a statistic over its threshold flags the "
+    "feature; with fewer, only a shift significant at --significance does.",
+)
+@click.option(
+    "--significance",
+    type=click.FloatRange(min=0, max=1),
+    default=_DEFAULTS.significance,
+    show_default=True,
+    help="With fewer than --min-rows values, the p-value below which a shift counts.",
 )
 @click.option(
     "--no-outputs",
@@ -116,6 +124,7 @@ def drift(
     as_json: bool,
     html_out: str | None,
     min_rows: int,
+    significance: float,
     no_outputs: bool,
     batch_size: int,
     input_format: str | None,
@@ -137,15 +146,15 @@ def drift(
 
     fmt = _file_format(tabular_io, data, input_format, "DATA", "--input-format")
     if not Path(data).is_file():
-        raise BundleError(f"No data file at {data}.")
+        raise UsageError(f"No data file at {data}.")
     if html_out is not None and not Path(html_out).resolve().parent.is_dir():
-        raise BundleError(f"The folder of {html_out} does not exist; create it first.")
+        raise UsageError(f"The folder of {html_out} does not exist; create it first.")
     off = _switched_off()
     chosen = {
         name: getattr(_DEFAULTS, name) if value is None and name not in off else value
         for name, value in thresholds.items()
     }
-    limits = DriftThresholds(**chosen, min_rows=min_rows)
+    limits = DriftThresholds(**chosen, min_rows=min_rows, significance=significance)
     started = time.perf_counter()
     total = tabular_io.count_rows(data, fmt)
     show = progress if progress is not None else sys.stderr.isatty()

@@ -2,8 +2,11 @@
 
 A feature drifts when any of its statistics exceeds its threshold; its *severity* is the
 largest ratio of statistic to threshold, and the report lists features by severity, so the
-worst comes first. Features with fewer than ``min_rows`` current values are listed but
-never flagged (too few rows to tell). The report drifts when any feature does.
+worst comes first. With fewer than ``min_rows`` current values a statistic is noisy, so
+there it counts only when its shift is also significant at ``significance`` (the KS test,
+the chi-square test, or a binomial test of a share): a unit changed in 40 rows is found,
+40 rows of the training distribution raise nothing. The report drifts when any feature
+does.
 """
 
 from __future__ import annotations
@@ -38,7 +41,11 @@ class DriftThresholds:
         missing: absolute change of the missing-value share (0.05 = 5 points).
         unseen: share of values training never saw, categorical features.
         out_of_range: share of values outside the training minimum..maximum, numeric.
-        min_rows: fewer current values than this: listed, never flagged.
+        min_rows: from this many current values on, a statistic over its threshold
+            flags the feature; below it, only when the shift is also significant.
+        significance: the p-value below which a shift in fewer than `min_rows` values is
+            significant (KS test for numbers, chi-square for categories, a one-sided
+            binomial test for the missing, unseen and out-of-range shares).
     """
 
     psi: float | None = 0.2
@@ -48,6 +55,7 @@ class DriftThresholds:
     unseen: float | None = 0.05
     out_of_range: float | None = 0.05
     min_rows: int = 100
+    significance: float = 0.01
 
     def __post_init__(self) -> None:
         """Raises `UsageError` for a negative or non-numeric threshold."""
@@ -221,17 +229,46 @@ def build_report(
     )
 
 
-def _verdict(values: Mapping[str, float | None], limits: DriftThresholds, enough: bool):
-    severity, reasons = 0.0, []
+def _verdict(
+    values: Mapping[str, float | None],
+    limits: DriftThresholds,
+    enough: bool,
+    p_values: Mapping[str, float | None],
+) -> tuple[bool, float, list[str], bool]:
+    """``(drifted, severity, reasons, decided)`` from the statistics and their p-values.
+
+    A statistic over its threshold counts when there are enough rows, or when its p-value is
+    below ``limits.significance``; `decided` is False when one was over but could not count.
+    """
+    severity, reasons, undecided = 0.0, [], False
     for metric, value in values.items():
         limit = getattr(limits, metric)
         if value is None or limit is None or (isinstance(value, float) and math.isnan(value)):
             continue
-        ratio = value / limit if limit > 0 else (math.inf if value > 0 else 0.0)
+        if value <= limit:
+            continue
+        p_value = p_values.get(metric)
+        if not enough and (p_value is None or p_value >= limits.significance):
+            undecided = True
+            continue
+        ratio = value / limit if limit > 0 else math.inf
         severity = max(severity, ratio)
-        if value > limit:
-            reasons.append(f"{metric} {value:.3g} > {limit:g}")
-    return (bool(reasons) and enough), (severity if enough else 0.0), reasons
+        reason = f"{metric} {value:.3g} > {limit:g}"
+        if not enough:
+            reason += f" (p={p_value:.2g} with {limits.min_rows - 1:,} rows or fewer)"
+        reasons.append(reason)
+    return bool(reasons), severity, reasons, not undecided
+
+
+def _missing_p(counts: NumericCounts | CategoricalCounts, limits: DriftThresholds) -> float | None:
+    """The binomial p-value of the current missing count moving past training's share by more
+    than the threshold, up or down."""
+    if limits.missing is None or not counts.total:
+        return None
+    training = counts.profile.missing_rate
+    if counts.missing / counts.total >= training:
+        return stats.share_p_value(counts.missing, counts.total, training + limits.missing)
+    return stats.share_p_value(counts.missing, counts.total, training - limits.missing, below=True)
 
 
 def _missing(counts: NumericCounts | CategoricalCounts) -> tuple[float, float | None]:
@@ -253,8 +290,19 @@ def _numeric_drift(counts: NumericCounts, limits: DriftThresholds) -> FeatureDri
         oor = (low + high) / present
     change = None if missing_current is None else abs(missing_current - missing_training)
     enough = counts.total >= limits.min_rows
-    drifted, severity, reasons = _verdict(
-        {"psi": psi, "ks": ks, "out_of_range": oor, "missing": change}, limits, enough
+    ks_p = oor_p = None
+    if ks is not None:
+        ks_p = stats.ks_p_value(ks, present, int(np.sum(profile.reference_counts)))
+    if oor is not None and limits.out_of_range is not None:
+        oor_p = stats.share_p_value(low + high, present, limits.out_of_range)
+    p_values = {
+        "psi": ks_p,
+        "ks": ks_p,
+        "out_of_range": oor_p,
+        "missing": _missing_p(counts, limits),
+    }
+    drifted, severity, reasons, decided = _verdict(
+        {"psi": psi, "ks": ks, "out_of_range": oor, "missing": change}, limits, enough, p_values
     )
     bins, training, current = _numeric_display(counts)
     return FeatureDrift(
@@ -270,7 +318,7 @@ def _numeric_drift(counts: NumericCounts, limits: DriftThresholds) -> FeatureDri
         drifted=drifted,
         severity=severity,
         reasons=reasons,
-        enough_rows=enough,
+        enough_rows=enough or decided,
         bins=bins,
         training=training,
         current=current,
@@ -342,8 +390,17 @@ def _categorical_drift(counts: CategoricalCounts, limits: DriftThresholds) -> Fe
             unseen = counts.unseen / present
     change = None if missing_current is None else abs(missing_current - missing_training)
     enough = counts.total >= limits.min_rows
-    drifted, severity, reasons = _verdict(
-        {"psi": psi, "js": js, "unseen": unseen, "missing": change}, limits, enough
+    unseen_p = None
+    if unseen is not None and limits.unseen is not None:
+        unseen_p = stats.share_p_value(counts.unseen, present, limits.unseen)
+    p_values = {
+        "psi": chi_p,
+        "js": chi_p,
+        "unseen": unseen_p,
+        "missing": _missing_p(counts, limits),
+    }
+    drifted, severity, reasons, decided = _verdict(
+        {"psi": psi, "js": js, "unseen": unseen, "missing": change}, limits, enough, p_values
     )
     top_unseen = [(value, n / present) for value, n in counts.unseen_values.most_common(5)]
     bins, train_shares, current_shares = _categorical_display(counts)
@@ -363,7 +420,7 @@ def _categorical_drift(counts: CategoricalCounts, limits: DriftThresholds) -> Fe
         drifted=drifted,
         severity=severity,
         reasons=reasons,
-        enough_rows=enough,
+        enough_rows=enough or decided,
         bins=bins,
         training=train_shares,
         current=current_shares,

@@ -10,7 +10,9 @@ sliding window in a server and a Spark aggregation all feed the same formulas:
   reference value. It is exact: equal to ``scipy.stats.ks_2samp(reference, current)``;
 - `js_distance`: the Jensen-Shannon distance (base 2, in [0, 1]) between two histograms;
 - `chi_square`: Pearson's goodness-of-fit statistic of current counts against the training
-  shares, with its p-value.
+  shares, with its p-value;
+- `ks_p_value`, `share_p_value`: how surprising a statistic is for the number of rows seen,
+  so that a small sample is flagged only when its shift is significant.
 """
 
 from __future__ import annotations
@@ -21,7 +23,16 @@ import numpy as np
 
 PSI_FLOOR = 1e-4
 
-__all__ = ["PSI_FLOOR", "chi_square", "js_distance", "ks_statistic", "psi", "shares"]
+__all__ = [
+    "PSI_FLOOR",
+    "chi_square",
+    "js_distance",
+    "ks_p_value",
+    "ks_statistic",
+    "psi",
+    "share_p_value",
+    "shares",
+]
 
 
 def shares(counts: np.ndarray) -> np.ndarray:
@@ -102,3 +113,29 @@ def chi_square(expected: np.ndarray, observed: np.ndarray) -> tuple[float, float
     from scipy.special import chdtrc
 
     return statistic, float(chdtrc(len(expected) - 1, statistic))
+
+
+def ks_p_value(statistic: float, n: int, m: int) -> float:
+    """The asymptotic p-value of a two-sample KS `statistic` between `n` and `m` values.
+
+    The same approximation as ``scipy.stats.ks_2samp(..., method="asymp")``: the one-sample
+    distribution at the effective size ``n * m / (n + m)``.
+    """
+    if n <= 0 or m <= 0:
+        return 1.0
+    from scipy.stats import kstwo
+
+    return float(kstwo.sf(statistic, max(1, round(n * m / (n + m)))))
+
+
+def share_p_value(count: int, total: int, share: float, *, below: bool = False) -> float:
+    """How likely `count` or more of `total` values (or as few, with `below`) would be if
+    the true share were `share`: the one-sided binomial test of "the share moved past it"."""
+    if total <= 0:
+        return 1.0
+    from scipy.stats import binom
+
+    share = min(max(share, 0.0), 1.0)
+    if below:
+        return float(binom.cdf(count, total, share))
+    return float(binom.sf(count - 1, total, share))
