@@ -871,31 +871,30 @@ def test_access_log_is_json_lines(tabular_server, rows):
 
 @pytest.mark.slow
 def test_graceful_shutdown_finishes_requests_in_flight(image_bundle, tmp_path, image, image_data):
-    # Holds each request 1.5 s for company: the request is in flight when SIGTERM comes.
     log = tmp_path / "slow.log"
-    server = start_server(image_bundle[0], log, max_wait_ms=1500.0, max_batch_size=4096)
-    server = wait_ready(server)
+    server = wait_ready(start_server(image_bundle[0], log))
     images, _ = image_data
-    answers: list[httpx.Response] = []
-
-    def send() -> None:
-        with server.client() as client:
-            answers.append(client.post("/predict", json={"instances": images[:3].tolist()}))
-
-    sender = threading.Thread(target=send)
-    sender.start()
-    time.sleep(0.5)  # the request now waits in the batcher (max_wait_ms=1500)
-    server.process.send_signal(signal.SIGTERM)
-    sender.join(timeout=TIMEOUT)
+    body = json.dumps({"instances": images[:3].tolist()}).encode()
+    head = (
+        f"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT) as sock:
+        sock.sendall(head + body[:100])  # the request is in flight: half its body has come
+        time.sleep(0.5)
+        server.process.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        sock.sendall(body[100:])  # the server, shutting down, still reads it and answers
+        status, answer = _answer_of(_read_all(sock))
     # uvicorn re-raises the signal once it has shut down, so the exit status says SIGTERM.
     assert server.process.wait(timeout=TIMEOUT) in (0, -signal.SIGTERM)
-    assert len(answers) == 1 and answers[0].status_code == 200
-    np.testing.assert_allclose(
-        answers[0].json()["predictions"], image.predict(images[:3]), atol=ATOL
-    )
+    assert status == 200
+    np.testing.assert_allclose(answer["predictions"], image.predict(images[:3]), atol=ATOL)
     messages = [line["message"] for line in server.log_lines()]
     assert any("Shutting down" in message for message in messages)
     assert any("Finished server process" in message for message in messages)
+    access = [line for line in server.log_lines() if line.get("path") == "/predict"]
+    assert access and access[-1]["status"] == 200  # its access line was written out too
 
 
 # --------------------------------------------------------------------------- run() itself
@@ -1020,6 +1019,14 @@ class _FaultyBundle:
         return self._inner.decode(scores)
 
 
+class _SlowBundle(_FaultyBundle):
+    """A real loaded bundle whose every model call takes a second longer."""
+
+    def predict(self, raw, **options):
+        time.sleep(1.0)
+        return super().predict(raw, **options)
+
+
 @contextlib.contextmanager
 def serving(app, **config):
     """`app` in uvicorn on a thread of this process: yields its base URL."""
@@ -1076,6 +1083,20 @@ def test_unexpected_error_is_500_with_request_id_and_no_traceback(embedded, rows
     logged = [r for r in caplog.records if getattr(r, "fields", {}).get("request_id")]
     assert logged and logged[0].fields["request_id"] == body["request_id"]
     assert logged[0].exc_info is not None
+
+
+def test_a_lone_request_does_not_wait_for_company(tabular, rows):
+    """max_wait_ms holds a request only while others are on their way: alone, it runs."""
+    from bundle.serve import create_app
+
+    app = create_app(tabular, max_wait_ms=3000.0)
+    with serving(app) as url, httpx.Client(base_url=url, timeout=TIMEOUT) as client:
+        for start in range(3):
+            started = time.perf_counter()
+            answer = client.post("/predict", json={"records": records(rows.iloc[start:][:1])})
+            elapsed = time.perf_counter() - started
+            assert answer.status_code == 200
+            assert elapsed < 1.5, f"a lone request waited {elapsed:.2f} s for company"
 
 
 def test_embedded_app_refuses_bodies_over_the_limit(embedded):
@@ -1422,36 +1443,47 @@ def test_grpc_refuses_malformed_contents(tabular_server, rows):
         channel.close()
 
 
-def test_grpc_and_rest_requests_share_one_batch(embedded, tabular, rows):
-    """A REST and a gRPC request arriving together are answered by one model call."""
-    metrics = embedded.state.bundle_server.metrics
-    before = metrics.batch_requests.collect()[0].samples
+def test_grpc_and_rest_requests_share_one_batch(tabular, rows):
+    """A REST and a gRPC request that wait together are answered by one model call."""
+    from bundle.serve import create_app
+
+    app = create_app(_SlowBundle(tabular), max_wait_ms=0, grpc_port=0)
+    metrics = app.state.bundle_server.metrics
     frame = rows.iloc[:3]
 
-    def over_grpc():
-        client = grpcclient.InferenceServerClient(f"127.0.0.1:{embedded.state.grpc_port}")
-        try:
-            return client.infer("churn", grpc_inputs(frame))
-        finally:
-            client.close()
+    def batches() -> tuple[float, float]:
+        samples = {s.name: s.value for s in metrics.batch_requests.collect()[0].samples}
+        return samples["bundle_batch_requests_count"], samples["bundle_batch_requests_sum"]
 
-    async def both():
-        async with httpx.AsyncClient(base_url=embedded.state.url, timeout=TIMEOUT) as client:
-            return await asyncio.gather(
-                asyncio.to_thread(over_grpc),
-                client.post("/predict", json={"records": records(frame)}),
-            )
+    with serving(app) as url:
 
-    # max_wait_ms=50: the first request waits for the second to join its batch.
-    result, answer = asyncio.run(both())
-    after = metrics.batch_requests.collect()[0].samples
-    count = {s.name: s.value for s in after}["bundle_batch_requests_count"] - {
-        s.name: s.value for s in before
-    }["bundle_batch_requests_count"]
-    total = {s.name: s.value for s in after}["bundle_batch_requests_sum"] - {
-        s.name: s.value for s in before
-    }["bundle_batch_requests_sum"]
-    assert (count, total) == (1, 2), "the two requests were not merged"
+        def over_grpc():
+            time.sleep(0.3)  # while the first request holds the model for a second
+            client = grpcclient.InferenceServerClient(f"127.0.0.1:{app.state.grpc_port}")
+            try:
+                return client.infer("churn", grpc_inputs(frame))
+            finally:
+                client.close()
+
+        async def three():
+            async with httpx.AsyncClient(base_url=url, timeout=TIMEOUT) as client:
+
+                async def later(body):
+                    await asyncio.sleep(0.3)
+                    return await client.post("/predict", json=body)
+
+                return await asyncio.gather(
+                    client.post("/predict", json={"records": records(rows.iloc[5:6])}),
+                    asyncio.to_thread(over_grpc),
+                    later({"records": records(frame)}),
+                )
+
+        before = batches()
+        first, result, answer = asyncio.run(three())
+        after = batches()
+    # Two model calls: the first request alone, then the two that queued behind it.
+    assert (after[0] - before[0], after[1] - before[1]) == (2, 3)
+    assert first.json()["predictions"] == list(tabular.predict(rows.iloc[5:6]))
     assert answer.json()["predictions"] == list(tabular.predict(frame))
     assert text(result.as_numpy("predictions")) == list(tabular.predict(frame))
 
@@ -1487,14 +1519,6 @@ def test_grpc_message_over_the_body_limit_is_resource_exhausted(embedded):
         client.close()
     assert caught.value.status() == "StatusCode.RESOURCE_EXHAUSTED"
     assert "larger than max" in caught.value.message()
-
-
-class _SlowBundle(_FaultyBundle):
-    """A real loaded bundle whose every model call takes a second longer."""
-
-    def predict(self, raw, **options):
-        time.sleep(1.0)
-        return super().predict(raw, **options)
 
 
 def test_grpc_overload_is_unavailable(tabular, rows):

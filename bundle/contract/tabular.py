@@ -27,6 +27,7 @@ from .messages import (
     _unsupported,
     _Where,
 )
+from .plain import plain_frame
 
 _TABULAR_FORMS = (
     "a pandas DataFrame",
@@ -82,6 +83,11 @@ class TabularSchema(InputSchema):
             canonical = self._already_canonical(raw)
             if canonical is not None:
                 return _Checked(canonical, [])
+        elif isinstance(raw, (list, Mapping)):
+            # JSON records or columns whose values have the training types already.
+            canonical = plain_frame(self.columns, self._known_sets, self._index, self._names, raw)
+            if canonical is not None:
+                return _Checked(canonical, [])
         frame, problems = _read_frame(raw, self.names, subject)
         if frame is None:
             return _Checked(None, problems)
@@ -101,6 +107,21 @@ class TabularSchema(InputSchema):
             canonical = pd.DataFrame(columns, index=pd.RangeIndex(len(frame)))
             canonical.index = frame.index
         return _Checked(canonical, [], [str(name) for name in extra])
+
+    @cached_property
+    def _index(self) -> pd.Index:
+        return pd.Index(self.names)
+
+    @cached_property
+    def _names(self) -> tuple[Any, ...]:
+        return tuple(self.names)
+
+    @cached_property
+    def _known_sets(self) -> list[frozenset[Any] | None]:
+        return [
+            None if column.known_values is None else frozenset(column.known_values)
+            for column in self.columns
+        ]
 
     @cached_property
     def _training_dtypes(self) -> list[Any]:

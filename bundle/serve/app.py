@@ -40,6 +40,7 @@ from .service import (
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_MAX_QUEUE_ROWS,
     DEFAULT_MAX_WAIT_MS,
+    Arrival,
     Service,
     client_error,
 )
@@ -182,6 +183,11 @@ async def _model_ready(request: Request, server: Service) -> Response:
 
 @_endpoint("infer")
 async def _infer(request: Request, server: Service) -> Response:
+    with server.arrival() as arrival:  # the batcher may wait for it meanwhile
+        return await _infer_request(request, server, arrival)
+
+
+async def _infer_request(request: Request, server: Service, arrival: Arrival) -> Response:
     params = request.path_params
     served = server.check_model(params["name"], params.get("version"))
     body = await _body(request, server.max_body_bytes)
@@ -215,7 +221,7 @@ async def _infer(request: Request, server: Service) -> Response:
         isinstance(request_parameters, Mapping) and request_parameters.get("binary_data_output")
     )
     wanted = _requested_outputs(infer_request.get("outputs"), server, all_binary)
-    produced, rows = await server.infer(tensors, list(wanted))
+    produced, rows = await server.infer(tensors, list(wanted), arrival)
     request.scope["state"]["rows"] = rows
     outputs, chunks = [], []
     for name, binary_output in wanted.items():
@@ -265,6 +271,11 @@ _PREDICT_KEYS = ("records", "columns", "instances")
 
 @_endpoint("predict")
 async def _predict(request: Request, server: Service) -> Response:
+    with server.arrival() as arrival:  # the batcher may wait for it meanwhile
+        return await _predict_request(request, server, arrival)
+
+
+async def _predict_request(request: Request, server: Service, arrival: Arrival) -> Response:
     body = await _body(request, server.max_body_bytes)
     payload = parse_json(body)
     keys = [key for key in _PREDICT_KEYS if isinstance(payload, Mapping) and key in payload]
@@ -296,7 +307,9 @@ async def _predict(request: Request, server: Service) -> Response:
         raise RequestError(400, '"strict" must be true or false.', kind="request")
     if key == "records" and not all(isinstance(row, Mapping) for row in raw):
         raise RequestError(400, '"records" must be a list of objects, one per row.', kind="request")
-    predictions, _, rows = await server.predict(raw, strict=strict, with_scores=False)
+    predictions, _, rows = await server.predict(
+        raw, strict=strict, with_scores=False, arrival=arrival
+    )
     request.scope["state"]["rows"] = rows
     return _json_response({"predictions": jsonable(predictions)})
 
@@ -417,6 +430,7 @@ def create_app(
     grpc_port: int | None = None,
     grpc_host: str = "127.0.0.1",
     grpc_reuse_port: bool = False,
+    settle_process: bool = False,
 ) -> Any:
     """An ASGI app (Starlette) serving a loaded bundle; embed it in any ASGI server.
 
@@ -443,6 +457,9 @@ def create_app(
         grpc_host: the interface the gRPC service listens on.
         grpc_reuse_port: share the gRPC port with other processes serving the same bundle
             (``run(workers=N)`` does); otherwise a port in use fails the startup.
+        settle_process: after the warm-up, freeze the process's objects out of the garbage
+            collector and tune it for serving (`bundle.serve.tuning.settle`: a steady p99).
+            Process-wide, so off unless asked; `run` asks.
 
     Returns:
         A Starlette application.
@@ -459,6 +476,7 @@ def create_app(
         max_body_bytes=max_body_bytes,
         registry=registry,
         drift_window=drift_window,
+        settle_process=settle_process,
     )
 
     @contextlib.asynccontextmanager

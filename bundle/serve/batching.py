@@ -1,7 +1,8 @@
 """Dynamic batching for the server: merge concurrent requests into one model call.
 
 Requests queue as payloads; one consumer task takes them in arrival order: it waits at most
-`max_wait_ms` after the oldest queued request for more to arrive, takes requests until
+`max_wait_ms` after the oldest queued request for more, but only while requests are on their
+way (``arriving``: being read or parsed; a lone request runs at once), takes requests until
 `max_batch_size` rows, and hands the whole batch to ``process`` in a worker thread
 (TensorFlow releases the GIL while the model runs, pandas and scikit-learn mostly do not,
 so the event loop keeps parsing requests meanwhile). ``process`` returns one outcome per
@@ -64,7 +65,9 @@ def concat_rows(parts: Sequence[Any]) -> Any:
     if hasattr(first, "iloc"):
         import pandas as pd
 
-        return pd.concat(parts, ignore_index=True, copy=False)
+        if int(pd.__version__.split(".")[0]) < 3:  # pandas 3 copies lazily by itself
+            return pd.concat(parts, ignore_index=True, copy=False)
+        return pd.concat(parts, ignore_index=True)
     return np.concatenate(parts, axis=0)
 
 
@@ -91,6 +94,8 @@ class DynamicBatcher:
         max_wait_ms: how long the oldest queued request may wait for others to join it.
         max_queue_rows: rows waiting at most; `submit` raises `Overloaded` beyond that.
         on_batch: called (from the worker thread) with the `BatchStats` of each model call.
+        arriving: how many requests are on their way (being read or parsed); the batcher
+            waits (up to `max_wait_ms`) only while some are. Default: always wait.
 
     Create it inside the running event loop (`start`), and `stop` it in the same loop.
     """
@@ -103,6 +108,7 @@ class DynamicBatcher:
         max_wait_ms: float,
         max_queue_rows: int,
         on_batch: Callable[[BatchStats], None] | None = None,
+        arriving: Callable[[], int] | None = None,
     ):
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be at least 1 row; got {max_batch_size}.")
@@ -113,6 +119,7 @@ class DynamicBatcher:
         self.max_wait = float(max_wait_ms) / 1000.0
         self.max_queue_rows = int(max_queue_rows)
         self._on_batch = on_batch
+        self._arriving = arriving or (lambda: 1)
         self._pending: deque[_Job] = deque()
         self._pending_rows = 0
         self._wakeup: asyncio.Event | None = None
@@ -218,7 +225,9 @@ class DynamicBatcher:
                 rows += job.rows
                 continue
             timeout = deadline - loop_time()
-            if timeout <= 0 or not batch:
+            # Wait only for requests already on their way: with none, waiting adds latency
+            # and no company (a lone request runs at once).
+            if timeout <= 0 or not batch or not self._arriving():
                 break
             self._wakeup.clear()
             try:

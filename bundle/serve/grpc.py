@@ -185,10 +185,11 @@ class InferenceServicer:
 
     async def model_infer(self, request: Any, call: _Call) -> Any:
         service = self.service
-        service.check_model(request.model_name, request.model_version)
-        tensors = read_inputs(request)
-        outputs = requested_outputs(request, service)
-        produced, rows = await service.infer(tensors, outputs)
+        with service.arrival() as arrival:  # the batcher may wait for it meanwhile
+            service.check_model(request.model_name, request.model_version)
+            tensors = read_inputs(request)
+            outputs = requested_outputs(request, service)
+            produced, rows = await service.infer(tensors, outputs, arrival)
         call.rows = rows
         return infer_response(request, service, produced)
 

@@ -126,6 +126,7 @@ def run(
             drift_window=drift_window,
             grpc_port=grpc_port,
             grpc_host=host,
+            settle_process=True,
         )
         uvicorn.run(app, http=http_protocol(**limits), **options)
         return
@@ -207,4 +208,5 @@ def worker_app() -> Any:
         grpc_port=config["grpc_port"],
         grpc_host=config["host"],
         grpc_reuse_port=True,
+        settle_process=True,
     )

@@ -16,10 +16,11 @@ from bundle import SchemaError, StepError
 
 from .batching import DynamicBatcher, Overloaded, concat_rows, slice_rows
 from .drift import LiveDrift
-from .logs import logger
+from .logs import flush_access_log, logger
 from .metrics import Metrics
 from .protocol import RequestError
 from .served import Served, named_results
+from .tuning import settle
 
 DEFAULT_MAX_BATCH_SIZE = 256  # rows per model call
 DEFAULT_MAX_WAIT_MS = 2.0  # how long an idle server waits for a request to get company
@@ -94,24 +95,29 @@ class Service:
         max_body_bytes: int,
         registry: CollectorRegistry | None,
         drift_window: float | None = None,
+        settle_process: bool = False,
     ):
         if max_body_bytes < 1:
             raise ValueError(f"max_body_bytes must be positive; got {max_body_bytes}.")
         self.served = Served.of(loaded)
         self.metrics = Metrics(registry or CollectorRegistry(auto_describe=True))
         self.max_body_bytes = int(max_body_bytes)
+        # Requests being read and parsed: the batcher waits for these (only) to join it.
+        self.arriving = 0
         self.batcher = DynamicBatcher(
             self._process,
             max_batch_size=max_batch_size,
             max_wait_ms=max_wait_ms,
             max_queue_rows=max_queue_rows,
             on_batch=self.metrics.batch,
+            arriving=lambda: self.arriving,
         )
         self.drift: LiveDrift | None = None
         if drift_window and getattr(loaded, "profile", None) is not None:
             self.drift = LiveDrift(loaded, seconds=drift_window)
             self.metrics.watch_drift(self.drift)
         self.ready = False
+        self._settle = settle_process
         self._warm_lock: asyncio.Lock | None = None
         self._warned: set[str] = set()
 
@@ -299,6 +305,8 @@ class Service:
                         "(the first request pays for tracing)",
                         exc_info=True,
                     )
+            if self._settle:
+                settle()
             self.ready = True
             logger.info(
                 "ready",
@@ -315,12 +323,21 @@ class Service:
     async def stop(self) -> None:
         self.ready = False
         await self.batcher.stop()
+        flush_access_log()
 
-    async def predict(self, raw: Any, *, strict: bool, with_scores: bool) -> tuple[Any, Any, int]:
+    def arrival(self) -> Arrival:
+        """Count a request as arriving until it reaches the batcher (or fails on the way)."""
+        return Arrival(self)
+
+    async def predict(
+        self, raw: Any, *, strict: bool, with_scores: bool, arrival: Arrival | None = None
+    ) -> tuple[Any, Any, int]:
         """Queue one request; its rows are coerced and predicted with the others of its batch."""
         if not self.ready:
             await self.start()
         payload = self.payload(raw, strict=strict)
+        if arrival is not None:
+            arrival.release()
         return await self.batcher.submit(payload, payload.rows, with_scores=with_scores)
 
     # ------------------------------------------------------------------ the protocol
@@ -355,17 +372,40 @@ class Service:
                 )
 
     async def infer(
-        self, tensors: dict[str, np.ndarray], outputs: list[str]
+        self, tensors: dict[str, np.ndarray], outputs: list[str], arrival: Arrival | None = None
     ) -> tuple[dict[str, Any], int]:
         """One protocol inference: the named `outputs` (checked) for the input tensors."""
         served = self.served
         with_scores = any(name not in served.default_outputs for name in outputs)
         raw = served.raw_from_tensors(tensors)
-        predictions, scores, rows = await self.predict(raw, strict=True, with_scores=with_scores)
+        predictions, scores, rows = await self.predict(
+            raw, strict=True, with_scores=with_scores, arrival=arrival
+        )
         produced = named_results(predictions, "predictions")
         if scores is not None and served.has_postprocess:
             produced.update(named_results(scores, "scores"))
         return {name: produced[name] for name in outputs}, rows
+
+
+class Arrival:
+    """A request between its first byte and the batcher: `Service.arriving` counts it once."""
+
+    __slots__ = ("_service",)
+
+    def __init__(self, service: Service):
+        self._service: Service | None = service
+        service.arriving += 1
+
+    def release(self) -> None:
+        if self._service is not None:
+            self._service.arriving -= 1
+            self._service = None
+
+    def __enter__(self) -> Arrival:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
 
 def client_error(exc: BaseException) -> tuple[int, str] | None:
