@@ -6,7 +6,7 @@ PIP := $(PY) -m pip
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: demo test lint bench clean java chromium proto readme-kinds
+.PHONY: demo test lint bench clean java chromium proto readme-kinds registry
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml | $(PY)
 demo: $(VENV)/.installed
 	$(PY) examples/quickstart.py
 
-test: $(VENV)/.installed java chromium
+test: $(VENV)/.installed java chromium registry
 	$(PY) -m pytest -q
 
 lint: $(VENV)/.installed
@@ -71,6 +71,21 @@ chromium:
 # kinds (tests/test_kinds.py fails when they differ).
 readme-kinds: $(VENV)/.installed
 	$(PY) -m bundle.steps.registry README.md
+
+# The OCI registry tests (tests/test_oci.py) start Debian's docker-registry (CNCF
+# Distribution) on 127.0.0.1: install it when missing and apt-get can (root on Debian/Ubuntu);
+# a no-op when `docker-registry` is on PATH. The package's own service is not started.
+registry:
+	@command -v docker-registry >/dev/null 2>&1 || { \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    echo "docker-registry not found: installing it"; \
+	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	      --no-install-recommends docker-registry >/dev/null; } \
+	      || echo "installing docker-registry failed: the OCI registry tests will skip"; \
+	  else \
+	    echo "docker-registry not found and apt-get unavailable (or not root): the OCI registry tests will skip"; \
+	  fi; \
+	}
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache

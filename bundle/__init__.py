@@ -16,6 +16,7 @@ from .errors import (
     BundleNotFoundError,
     BundleWarning,
     CompileStateSkippedWarning,
+    DigestMismatchError,
     EnvironmentMismatchWarning,
     ExportError,
     ExtraColumnsWarning,
@@ -23,7 +24,9 @@ from .errors import (
     ManifestError,
     MissingDependencyError,
     ModelError,
+    RegistryError,
     SchemaError,
+    SignatureError,
     StepError,
     StorageError,
     UnsafeArchiveError,
@@ -35,7 +38,7 @@ from .errors import (
 )
 from .format.manifest import FORMAT_VERSION, Manifest
 from .format.verification import Check, VerifyReport
-from .releases import archive, list_versions, tag, verify
+from .releases import archive, list_versions, pull, push, sign, tag, verify
 from .storage import VersionInfo
 
 __all__ = [
@@ -46,6 +49,7 @@ __all__ = [
     "BundleWarning",
     "Check",
     "CompileStateSkippedWarning",
+    "DigestMismatchError",
     "DriftReport",
     "DriftThresholds",
     "EnvironmentMismatchWarning",
@@ -57,7 +61,9 @@ __all__ = [
     "ManifestError",
     "MissingDependencyError",
     "ModelError",
+    "RegistryError",
     "SchemaError",
+    "SignatureError",
     "StepError",
     "StorageError",
     "UnsafeArchiveError",
@@ -71,6 +77,9 @@ __all__ = [
     "__version__",
     "archive",
     "list_versions",
+    "pull",
+    "push",
+    "sign",
     "tag",
     "verify",
 ]

@@ -36,6 +36,7 @@ from .errors import (
     bullet_list,
 )
 from .format import golden
+from .format.digest import check_digest, digest_of, manifest_digest, require_digest
 from .format.environment import capture_environment, requirements_text, warn_on_mismatch
 from .format.integrity import file_table, hash_file
 from .format.keras_config import ModelConfig, read_model_config
@@ -49,6 +50,7 @@ from .format.layout import (
 )
 from .format.manifest import Manifest, write_manifest
 from .format.profile import Profile, read_profile, write_profile
+from .format.signing import verify_directory
 from .format.snapshot import open_snapshot
 from .format.trust import PREDICT, TrustDecision, UnsafePart, decide, needed_for
 from .format.verification import (
@@ -139,6 +141,7 @@ class Bundle:
         self._path: Path | None = None
         self._engine: Engine | None = None
         self._profile: Profile | None = None
+        self._digest: str | None = None
 
     # ------------------------------------------------------------------ read-only views
     @property
@@ -180,6 +183,22 @@ class Bundle:
     def path(self) -> Path | None:
         """The version directory this bundle was saved to or loaded from."""
         return self._path
+
+    @property
+    def digest(self) -> str:
+        """The bundle digest, ``sha256:<hex>``: one hash of this version's content.
+
+        It is the sha256 of the manifest's canonical JSON, and the manifest pins every
+        file's sha256, so it names these exact bytes wherever a copy is kept (directory,
+        archive, object storage, OCI registry). Pin it with
+        ``Bundle.load(location, digest=...)``.
+        """
+        if self._digest is None:
+            raise UsageError(
+                f"Bundle {self.name!r} has not been saved yet: its digest is computed by "
+                "save(root) and by Bundle.load(path)."
+            )
+        return self._digest
 
     @property
     def profile(self) -> Profile | None:
@@ -252,10 +271,11 @@ class Bundle:
                 }
                 self._manifest = replace(draft, version=version, files=dict(sorted(files.items())))
                 write_manifest(self._manifest, directory)
+                self._digest = digest_of(directory)
 
             location = target.publish(staging, self.version, finalize=finalize, overwrite=overwrite)
         except BaseException:
-            self._manifest = None
+            self._manifest = self._digest = None
             raise
         finally:
             shutil.rmtree(scratch or staging, ignore_errors=True)
@@ -532,33 +552,69 @@ class Bundle:
         version: str | None = None,
         trusted: bool = False,
         precision: str = "float32",
+        digest: str | None = None,
+        public_key: str | Path | None = None,
+        certificate_chain: Sequence[str | Path] | None = None,
+        signature: str | Path | None = None,
         **storage_options: Any,
     ) -> Bundle:
-        """Load a bundle from a version directory, a root, an archive or an fsspec URL.
+        """Load a bundle from a version directory, a root, an archive, a URL or a registry.
 
         `location` is a version directory, a root of versions (the highest is taken, or
         `version`, which may also be an alias), ``root@alias``, a ``.tar.gz``/``.zip``
-        archive, or any of these as an fsspec URL (``s3://...``; `storage_options` go to
-        fsspec). Remote bundles and archives are cached locally (``$KERAS_BUNDLE_CACHE``).
+        archive, any of these as an fsspec URL (``s3://...``; `storage_options` go to
+        fsspec), or an OCI artifact (``oci://host/repo:tag`` or ``oci://host/repo@sha256:...``;
+        `storage_options` are ``username``, ``password``, ``plain_http``). Remote bundles and
+        archives are cached locally (``$KERAS_BUNDLE_CACHE``).
 
-        Every file is checked against the manifest's sha256 and size before anything is
-        read, and parts whose loading executes code (pickles, Lambda layers) are refused
-        unless `trusted` is True. `precision` ("float16", "bfloat16") makes reduced-precision
-        inference the default for `predict`.
+        Before any part is read, in this order: every file must match the manifest's sha256
+        and size, the bundle digest must be `digest` when given, the signature must verify
+        with `public_key` (or chain up to `certificate_chain`) when given, and parts whose
+        loading executes code (pickles, Lambda layers) are refused unless `trusted` is True.
+        With a digest, ``trusted=True`` trusts exactly that content. `precision`
+        ("float16", "bfloat16") makes reduced-precision inference the default for `predict`.
+
+        Args:
+            digest: the bundle digest to insist on, ``sha256:<hex>`` (`Bundle.digest`,
+                `bundle inspect`).
+            public_key: a PEM public key the bundle's signature must verify with.
+            certificate_chain: PEM root (and intermediate) certificates a certificate
+                signature must chain up to.
+            signature: the signature file, when not the bundle's own ``model.sig``.
 
         Raises:
             BundleNotFoundError: nothing published at `location`, or no such version.
+            DigestMismatchError: the bundle is not the one `digest` names.
             IntegrityError: a file is missing, unlisted or differs from the manifest.
+            SignatureError: no signature, or one that does not verify or signs other files.
             UnsafeLoadError: a part needs ``trusted=True``.
             UnsupportedFormatError: the bundle's format is newer than this package.
         """
-        located = locate(location, version, **storage_options)
+        if digest is not None:
+            check_digest(digest)
+        located = locate(location, version, digest=digest, **storage_options)
         path = located.path
         # One snapshot from the manifest to the last part read: the files hashed are the
         # files used, even if a save with overwrite=True replaces the version meanwhile.
         with open_snapshot(path) as snapshot:
             manifest = snapshot.manifest
             _check_version_name(located, manifest)
+            # The digest and the signature are checked against the snapshot's own manifest
+            # bytes, which pin the files the snapshot verified: what is loaded is what the
+            # pin or the signer named.
+            found_digest = manifest_digest(snapshot.manifest_bytes)
+            if digest is not None:
+                require_digest(digest, found_digest, label=manifest.label, where=str(location))
+            if public_key is not None or certificate_chain is not None:
+                verify_directory(
+                    path,
+                    files=manifest.files,
+                    label=manifest.label,
+                    manifest_bytes=snapshot.manifest_bytes,
+                    public_key=public_key,
+                    certificate_chain=certificate_chain,
+                    signature=signature,
+                )
             model_config = read_model_config(snapshot.path / manifest.model["file"])
             decision = decide(manifest, model_config=model_config, inside=path)
             decision.check(trusted=trusted, label=manifest.label)
@@ -582,6 +638,7 @@ class Bundle:
                     "release."
                 ) from exc
         bundle._path = path
+        bundle._digest = found_digest
         return bundle
 
     @classmethod
@@ -619,6 +676,7 @@ class Bundle:
         bundle._manifest = manifest
         bundle._path = path
         bundle._profile = None
+        bundle._digest = None  # set by load, from the manifest bytes it verified
         bundle._engine = Engine(
             model,
             bundle._preprocess,

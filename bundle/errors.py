@@ -7,6 +7,7 @@ Every error raised on purpose by the package derives from `BundleError`::
      +- StepError                       a step failed on input that passed validation
      +- ModelError                      Keras could not save, load, describe or run the model
      +- IntegrityError                  checksum, size, missing or unexpected file
+     |   +- DigestMismatchError         the content is not the digest the caller pinned
      +- ManifestError                   manifest.json missing, not JSON, or off-schema
      +- UnsafeLoadError                 refused: loading would execute stored code
      |   +- UnsafeArchiveError          refused: an archive member could escape or flood dest
@@ -14,8 +15,10 @@ Every error raised on purpose by the package derives from `BundleError`::
      +- VersionExistsError              releases are immutable
      +- BundleNotFoundError             no bundle (or no such version) at a location
      |                                  (also FileNotFoundError)
+     +- SignatureError                  a signature is missing, malformed, or does not verify
      +- StorageError                    a store or location failed: download, claim, a path
-     |                                  in the way
+     |   |                              in the way
+     |   +- RegistryError               an OCI registry refused or failed a request
      +- ExportError                     the pipeline could not be exported
      +- MissingDependencyError          an optional dependency is not installed
      |                                  (also ImportError)
@@ -40,6 +43,7 @@ __all__ = [
     "BundleNotFoundError",
     "BundleWarning",
     "CompileStateSkippedWarning",
+    "DigestMismatchError",
     "EnvironmentMismatchWarning",
     "ExportError",
     "ExtraColumnsWarning",
@@ -47,7 +51,9 @@ __all__ = [
     "ManifestError",
     "MissingDependencyError",
     "ModelError",
+    "RegistryError",
     "SchemaError",
+    "SignatureError",
     "StepError",
     "StorageError",
     "UnsafeArchiveError",
@@ -134,6 +140,47 @@ class IntegrityError(BundleError):
         self.unexpected = list(unexpected)
 
 
+class DigestMismatchError(IntegrityError):
+    """The bundle's digest is not the one the caller pinned (``Bundle.load(digest=...)``).
+
+    Attributes:
+        expected: the pinned digest, ``sha256:<hex>``.
+        found: the digest of the content found.
+    """
+
+    def __init__(self, message: str, *, expected: str, found: str):
+        super().__init__(message)
+        self.expected = expected
+        self.found = found
+
+
+class SignatureError(BundleError):
+    """A bundle's signature is missing, malformed, or does not verify against the key.
+
+    Raised before anything in the bundle is deserialized.
+
+    Attributes:
+        signature: the signature file that was checked.
+        signer: who the signature says signed it (a key's hash or a certificate's
+            subject), when it says.
+        files: the files whose digests differ from the signed ones (empty when the
+            signature itself does not verify).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        signature: str,
+        signer: str | None = None,
+        files: Sequence[str] = (),
+    ):
+        super().__init__(message)
+        self.signature = signature
+        self.signer = signer
+        self.files = list(files)
+
+
 class ManifestError(BundleError):
     """``manifest.json`` is missing, not JSON, or does not match the manifest schema."""
 
@@ -197,6 +244,21 @@ class StorageError(BundleError):
 
     The original exception (``OSError``, an fsspec or HTTP error) is chained.
     """
+
+
+class RegistryError(StorageError):
+    """An OCI registry refused or failed a request: credentials, a missing repository or
+    tag, an HTTP error, or a registry that cannot be reached.
+
+    Attributes:
+        registry: ``host[:port]``.
+        status: the HTTP status, or None when no answer came.
+    """
+
+    def __init__(self, message: str, *, registry: str, status: int | None = None):
+        super().__init__(message)
+        self.registry = registry
+        self.status = status
 
 
 class ExportError(BundleError):

@@ -1,21 +1,36 @@
-"""Model releases: archive a bundle, tag versions with aliases, list and verify them.
+"""Model releases: archive, sign, push, pull, tag, list and verify bundle versions.
 
-These functions work on locations (local paths and fsspec URLs) and, except `verify` with
-``load=True``, never import TensorFlow.
+These functions work on locations (local paths, fsspec URLs, ``oci://`` registries) and,
+except `verify` with ``load=True``, never import TensorFlow.
 """
 
 from __future__ import annotations
 
+import shutil
 import tempfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .errors import BundleError, IntegrityError
-from .format.manifest import Manifest, read_manifest
+from .errors import BundleError, IntegrityError, UsageError
+from .format.digest import check_digest, digest_of, manifest_digest, require_digest
+from .format.integrity import verify_files
+from .format.manifest import Manifest, parse_manifest, read_manifest
+from .format.signing import SignatureInfo, sign_directory, verify_directory
 from .format.verification import Check, VerifyReport, files_check
-from .storage import VersionInfo, fetch, is_url, open_root, write_archive
+from .storage import (
+    VersionInfo,
+    fetch,
+    is_archive_name,
+    is_oci,
+    is_url,
+    oci,
+    open_root,
+    write_archive,
+)
+from .storage import local as store
 
-__all__ = ["archive", "list_versions", "tag", "verify"]
+__all__ = ["archive", "list_versions", "pull", "push", "sign", "tag", "verify"]
 
 
 def archive(
@@ -44,6 +59,131 @@ def archive(
     return str(output)
 
 
+def sign(
+    location: str | Path,
+    *,
+    key: str | Path,
+    version: str | None = None,
+    certificate: str | Path | None = None,
+    certificate_chain: Sequence[str | Path] = (),
+    password: str | None = None,
+) -> Path:
+    """Sign a local bundle version; write ``<version>/model.sig`` and return its path.
+
+    The signature is the OpenSSF `model_signing` format, written by the `model_signing`
+    library (``pip install 'keras-bundle[sign]'``): ``model_signing verify key`` verifies
+    it, and so do ``bundle verify --public-key`` and ``Bundle.load(..., public_key=...)``.
+    It signs ``manifest.json`` and every file it lists. The files are checked against the
+    manifest first: a changed bundle is never signed. Archives, pushes and pulls carry the
+    signature along.
+
+    Args:
+        key: a PEM elliptic-curve private key (P-256, P-384, P-521).
+        certificate: a PEM signing certificate for `key`, to sign with a certificate.
+        certificate_chain: the certificates between `certificate` and a root.
+        password: `key`'s password, if it is encrypted.
+
+    Raises:
+        IntegrityError: the files do not match the manifest.
+        UsageError: not a local version directory, or an unusable key.
+
+    Example:
+        >>> bundle.sign("models/churn/1.2.0", key="signing-key.pem")
+    """
+    text = str(location)
+    if is_url(text) or is_archive_name(text):
+        raise UsageError(
+            f"Cannot sign {text}: sign a local version directory (a signature is written "
+            "next to its manifest), then archive or push it; both carry the signature."
+        )
+    path = fetch(location, version)
+    manifest = read_manifest(path)
+    verify_files(path, manifest.files, label=manifest.label)
+    return sign_directory(
+        path,
+        private_key=Path(key),
+        certificate=Path(certificate) if certificate is not None else None,
+        certificate_chain=[Path(c) for c in certificate_chain],
+        password=password,
+    )
+
+
+def push(
+    location: str | Path,
+    target: str,
+    *,
+    version: str | None = None,
+    progress: Callable[[str, int, bool], None] | None = None,
+    **options: Any,
+) -> oci.PushResult:
+    """Push a bundle version to an OCI registry as one artifact, with its signature.
+
+    `target` is ``oci://HOST[:PORT]/REPOSITORY[:TAG]`` (default tag: the bundle's version).
+    Each file is its own blob, skipped when the repository has it already; the bundle
+    manifest is the config (so the config digest is the bundle digest); a ``model.sig`` goes
+    along as a referrer. The tag is written last: a failed push leaves no tag. `options`:
+    ``username``, ``password``, ``plain_http`` (see `bundle.storage.oci`).
+
+    Returns:
+        ``PushResult(reference, digest, manifest_digest, uploaded, skipped, signed)``.
+
+    Raises:
+        IntegrityError: the files do not match the manifest (nothing is pushed).
+        RegistryError: the registry refused or failed.
+
+    Example:
+        >>> bundle.push("models/churn/1.2.0", "oci://registry.example.com/models/churn")
+    """
+    if not is_oci(target):
+        raise UsageError(
+            f"{target!r} is not an OCI location: push to oci://HOST[:PORT]/REPOSITORY[:TAG]."
+        )
+    source = fetch(location, version)
+    return oci.push(source, str(target), progress=progress, **options)
+
+
+def pull(
+    location: str | Path,
+    root: str | Path,
+    *,
+    version: str | None = None,
+    digest: str | None = None,
+    overwrite: bool = False,
+    **options: Any,
+) -> Path:
+    """Copy a bundle version from any location (an ``oci://`` artifact, a URL, an archive)
+    into the local root `root`, as ``<root>/<version>``, verified and with its signature.
+
+    Raises:
+        DigestMismatchError: with `digest`, the bundle is another one.
+        VersionExistsError: the version exists under `root` and `overwrite` is False.
+
+    Example:
+        >>> bundle.pull("oci://registry.example.com/models/churn:1.2.0", "models/churn")
+    """
+    if digest is not None:
+        check_digest(digest)
+    source = fetch(location, version, digest=digest, **options)
+    manifest = read_manifest(source)
+    if digest is not None:
+        require_digest(digest, digest_of(source), label=manifest.label, where=str(location))
+    verify_files(source, manifest.files, label=manifest.label)
+    staging = store.staging_dir(Path(root))
+    try:
+        for entry in source.iterdir():
+            copy = shutil.copytree if entry.is_dir() else shutil.copy2
+            copy(entry, staging / entry.name)
+        return store.publish(
+            staging, Path(root), manifest.version, finalize=_unchanged, overwrite=overwrite
+        )
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _unchanged(_directory: Path, _version: str) -> None:
+    """A pulled version is published as it is: its manifest names its version already."""
+
+
 def tag(root: str | Path, alias: str, version: str, **storage_options: Any) -> dict[str, Any]:
     """Point `alias` at `version` under `root`; moving an alias is atomic, history kept.
 
@@ -56,12 +196,16 @@ def tag(root: str | Path, alias: str, version: str, **storage_options: Any) -> d
 
 
 def list_versions(root: str | Path, **storage_options: Any) -> list[VersionInfo]:
-    """The published versions under `root`, lowest first, with creation time, size, aliases."""
+    """The published versions under `root`, lowest first, with creation time, size, aliases
+    and digest. An ``oci://host/repo`` root lists the repository's bundle tags."""
+    if is_oci(root):
+        return _tags(str(root), **storage_options)
     target = open_root(root, **storage_options)
     aliases = target.list_aliases()
     infos = []
     for version in target.list_versions():
-        manifest = _manifest_of(target, version)
+        text = target.read_manifest_text(version)
+        manifest = parse_manifest(text, source=f"{version}/manifest.json")
         size = sum(int(entry["size"]) for entry in manifest.files.values())
         infos.append(
             VersionInfo(
@@ -70,15 +214,10 @@ def list_versions(root: str | Path, **storage_options: Any) -> list[VersionInfo]
                 size=size,
                 aliases=tuple(sorted(a for a, v in aliases.items() if v == version)),
                 location=f"{target.location.rstrip('/')}/{version}",
+                digest=manifest_digest(text),
             )
         )
     return infos
-
-
-def _manifest_of(target: Any, version: str) -> Manifest:
-    from .format.manifest import parse_manifest
-
-    return parse_manifest(target.read_manifest_text(version), source=f"{version}/manifest.json")
 
 
 def verify(
@@ -87,24 +226,37 @@ def verify(
     version: str | None = None,
     trusted: bool = False,
     load: bool = True,
+    digest: str | None = None,
+    public_key: str | Path | None = None,
+    certificate_chain: Sequence[str | Path] | None = None,
+    signature: str | Path | None = None,
     **storage_options: Any,
 ) -> VerifyReport:
     """Verify a bundle: manifest, hashes and, with `load`, every part and the golden outputs.
 
-    With ``load=False`` only the manifest and the files are checked (no TensorFlow).
+    With ``load=False`` only the manifest and the files are checked (no TensorFlow). With
+    `digest`, the bundle digest must be that one; with `public_key` (or `certificate_chain`),
+    the signature (``model.sig``, or `signature`) must verify and sign exactly these files.
     """
     try:
-        path = fetch(location, version, **storage_options)
+        path = fetch(location, version, digest=digest, **storage_options)
     except IntegrityError as exc:  # a download or archive that does not match, never cached
         return VerifyReport(str(location), [Check("files", False, str(exc))])
     try:
         manifest = read_manifest(path)
     except BundleError as exc:
         return VerifyReport(str(location), [Check("manifest", False, str(exc))])
-    checks = [Check("manifest", True, f"format {manifest.format_version}, schema valid")]
+    found = digest_of(path)
+    checks = [
+        Check("manifest", True, f"format {manifest.format_version}, schema valid, digest {found}")
+    ]
+    if digest is not None:
+        checks.append(_digest_check(check_digest(digest), found, manifest, location))
     files = files_check(path, manifest)
     checks.append(files)
-    if not load or not files.passed:
+    if files.passed and (public_key is not None or certificate_chain is not None):
+        checks.append(_signature_check(path, manifest, public_key, certificate_chain, signature))
+    if not load or not all(check.passed for check in checks):
         return VerifyReport(manifest.label, checks)
     from .core import Bundle
 
@@ -117,3 +269,54 @@ def verify(
     report = loaded.verify()
     # The loaded bundle re-checked the files itself; keep the first, detailed check only.
     return VerifyReport(manifest.label, [*checks, *[c for c in report.checks if c.name != "files"]])
+
+
+def _tags(root: str, **options: Any) -> list[VersionInfo]:
+    infos = []
+    for tag_name, oci_digest, text in oci.list_tags(root, **options):
+        manifest = parse_manifest(text, source=f"{root}:{tag_name}")
+        infos.append(
+            VersionInfo(
+                version=tag_name,
+                created=manifest.created,
+                size=sum(int(entry["size"]) for entry in manifest.files.values()),
+                aliases=(),
+                location=f"{root.rstrip('/')}:{tag_name}@{oci_digest}",
+                digest=manifest_digest(text),
+            )
+        )
+    return infos
+
+
+def _digest_check(expected: str, found: str, manifest: Manifest, location: Any) -> Check:
+    try:
+        require_digest(expected, found, label=manifest.label, where=str(location))
+    except IntegrityError as exc:
+        return Check("digest", False, str(exc))
+    return Check("digest", True, f"{found}, as pinned")
+
+
+def _signature_check(
+    path: Path,
+    manifest: Manifest,
+    public_key: str | Path | None,
+    certificate_chain: Sequence[str | Path] | None,
+    signature: str | Path | None,
+) -> Check:
+    try:
+        info: SignatureInfo = verify_directory(
+            path,
+            files=manifest.files,
+            label=manifest.label,
+            public_key=Path(public_key) if public_key is not None else None,
+            certificate_chain=certificate_chain,
+            signature=Path(signature) if signature is not None else None,
+        )
+    except BundleError as exc:
+        return Check("signature", False, str(exc))
+    return Check(
+        "signature",
+        True,
+        f"{info.path.name} signed by {info.signer}: the manifest and its "
+        f"{len(manifest.files)} files",
+    )

@@ -15,6 +15,9 @@ Where the bundle comes from (`path_or_url`):
   ``...@production``): each executor downloads it into its local cache
   (``$KERAS_BUNDLE_CACHE``); `storage_options` travel with the task, so prefer credentials
   the executors already have (instance roles, environment variables);
+- an OCI artifact (``oci://host/repo:tag``): the driver pins the tag to the artifact's
+  digest, and each executor pulls that digest into its local cache (credentials as for
+  ``Bundle.load``: the Docker config or environment variables the executors have);
 - a local version directory or root: read where it is, so every executor must see the
   same path (local mode, a shared filesystem). Otherwise archive it first with
   ``bundle.archive``.
@@ -65,7 +68,7 @@ import numpy as np
 from bundle import Bundle, BundleError, SchemaError
 from bundle.errors import StorageError, UsageError
 from bundle.format import hash_file
-from bundle.storage import is_archive_name, is_url, open_root, split_alias
+from bundle.storage import is_archive_name, is_oci, is_url, oci, open_root, split_alias
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",
@@ -517,6 +520,10 @@ def _prepare_source(
 ) -> tuple[_Source, Bundle]:
     """Load the bundle on the driver, ship a local archive, pin the version executors use."""
     text = str(path_or_url)
+    if is_oci(text):
+        # Executors pull the artifact the tag names now, by its digest: a tag moved while a
+        # job runs cannot hand two executors two different bundles.
+        text, version = oci.pin(text, version, **storage_options), None
     root_text, alias = split_alias(text)
     shipped = digest = None
     if is_archive_name(root_text) and not is_url(root_text):
@@ -525,7 +532,7 @@ def _prepare_source(
             shipped, digest = _ship(spark.sparkContext, local.resolve())
     options = dict(storage_options)
     loaded = _cached(_Source(text, version, trusted, digest=digest, storage_options=options))
-    if is_archive_name(root_text):
+    if is_archive_name(root_text) or is_oci(root_text):
         pinned = None
     elif version is not None or alias is not None:
         pinned = loaded.manifest.version

@@ -10,7 +10,9 @@ import base64
 import hashlib
 import json
 import os
+import pickle
 import shutil
+import socket
 import subprocess
 import sys
 import textwrap
@@ -55,6 +57,54 @@ def run_python(code: str, *, cwd: Path | None = None, check: bool = True, timeou
             f"child process failed with {result.returncode}:\n{result.stdout}\n{result.stderr}"
         )
     return result
+
+
+def model_signing(*args: object) -> subprocess.CompletedProcess:
+    """Run the OpenSSF ``model_signing`` command (the real package) with `args`."""
+    return subprocess.run(
+        [sys.executable, "-m", "model_signing", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+class _Planted:
+    """Unpickling this creates a file: the side effect a refusal must prevent."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def plant_pickle(version_dir, marker):
+    """Swap the postprocess step of a copy of `tabular_bundle` for a pickle that touches
+    `marker`, recomputing the manifest's hashes as an attacker with write access would:
+    integrity still passes. Returns the planted file's name."""
+    from bundle.format.integrity import hash_file
+
+    target = "steps/000-post-labelencoder.joblib"
+    (version_dir / target).write_bytes(pickle.dumps(_Planted(str(marker))))
+    manifest = json.loads((version_dir / "manifest.json").read_text())
+    record = manifest["postprocess"][0]
+    del manifest["files"][record["file"]]
+    (version_dir / record["file"]).unlink()
+    record.update(file=target, serializer="joblib", executes_code=True, imports=["builtins.open"])
+    manifest["files"][target] = {
+        "sha256": hash_file(version_dir / target),
+        "size": (version_dir / target).stat().st_size,
+    }
+    (version_dir / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    return target
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now, for a server a test starts."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def make_tabular_frame(n: int, seed: int = SEED) -> tuple[pd.DataFrame, np.ndarray]:

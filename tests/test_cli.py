@@ -25,6 +25,7 @@ from conftest import make_tabular_frame, run_python
 
 import bundle
 from bundle import Bundle
+from bundle.format.digest import digest_of
 
 BUNDLE = shutil.which("bundle", path=os.path.dirname(sys.executable))
 COMMANDS = [
@@ -38,6 +39,9 @@ COMMANDS = [
     "serve",
     "export",
     "drift",
+    "sign",
+    "push",
+    "pull",
 ]
 COLUMNS = ["age", "income", "score", "visits", "plan", "region"]
 
@@ -450,8 +454,10 @@ def test_list_shows_versions_sizes_and_aliases_after_tag(root_copy):
     text, as_json = run_many([["list", str(root_copy)], ["list", str(root_copy), "--json"]])
     assert text.returncode == 0 and as_json.returncode == 0
     header, first, second = text.stdout.splitlines()
-    assert header.split() == ["version", "created", "size", "aliases"]
-    assert first.split()[0] == "1.0.0" and first.split()[-1] == "KiB"
+    assert header.split() == ["version", "created", "size", "digest", "aliases"]
+    assert first.split()[0] == "1.0.0" and first.split()[-2] == "KiB"
+    digest = digest_of(root_copy / "1.0.0")
+    assert first.split()[-1] == digest[: len("sha256:") + 12]
     assert second.split()[0] == "2.0.0"
     assert second.endswith("production, staging")
     listed = json.loads(as_json.stdout)
@@ -459,6 +465,7 @@ def test_list_shows_versions_sizes_and_aliases_after_tag(root_copy):
     expected = json.loads((root_copy / "1.0.0" / "manifest.json").read_text())
     assert listed[0]["size"] == sum(e["size"] for e in expected["files"].values())
     assert listed[0]["created"] == expected["created"]
+    assert listed[0]["digest"] == digest
 
 
 def test_tag_an_unknown_version_is_an_error(root_copy):

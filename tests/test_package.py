@@ -22,6 +22,7 @@ PUBLIC = [
     "BundleWarning",
     "Check",
     "CompileStateSkippedWarning",
+    "DigestMismatchError",
     "DriftReport",
     "DriftThresholds",
     "EnvironmentMismatchWarning",
@@ -33,7 +34,9 @@ PUBLIC = [
     "ManifestError",
     "MissingDependencyError",
     "ModelError",
+    "RegistryError",
     "SchemaError",
+    "SignatureError",
     "StepError",
     "StorageError",
     "UnsafeArchiveError",
@@ -47,6 +50,9 @@ PUBLIC = [
     "__version__",
     "archive",
     "list_versions",
+    "pull",
+    "push",
+    "sign",
     "tag",
     "verify",
 ]
@@ -116,13 +122,16 @@ ERROR_TREE = {
     "StepError": ("BundleError",),
     "ModelError": ("BundleError",),
     "IntegrityError": ("BundleError",),
+    "DigestMismatchError": ("IntegrityError",),
     "ManifestError": ("BundleError",),
     "UnsafeLoadError": ("BundleError",),
     "UnsafeArchiveError": ("UnsafeLoadError",),
     "UnsupportedFormatError": ("BundleError",),
     "VersionExistsError": ("BundleError",),
     "BundleNotFoundError": ("BundleError", FileNotFoundError),
+    "SignatureError": ("BundleError",),
     "StorageError": ("BundleError",),
+    "RegistryError": ("StorageError",),
     "ExportError": ("BundleError",),
     "MissingDependencyError": ("BundleError", ImportError),
     "UsageError": ("BundleError", ValueError),
@@ -178,6 +187,12 @@ def test_error_data_is_keyword_only_and_kept_as_attributes():
     assert (unsupported.found, unsupported.supported) == (2, 1)
     unsafe = errors.UnsafeLoadError("m", parts=[("f.pkl", "cloudpickle", ("a.b",))])
     assert unsafe.parts == [("f.pkl", "cloudpickle", ["a.b"])]
+    pinned = errors.DigestMismatchError("m", expected="sha256:a", found="sha256:b")
+    assert (pinned.expected, pinned.found) == ("sha256:a", "sha256:b")
+    signed = errors.SignatureError("m", signature="d/model.sig", signer="key ab", files=("x",))
+    assert (signed.signature, signed.signer, signed.files) == ("d/model.sig", "key ab", ["x"])
+    registry = errors.RegistryError("m", registry="127.0.0.1:5000", status=401)
+    assert (registry.registry, registry.status) == ("127.0.0.1:5000", 401)
     schema = errors.SchemaError("bad input")
     assert schema.problems == ["bad input"] and schema.column is None
 

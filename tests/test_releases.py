@@ -187,11 +187,11 @@ def test_changed_predictions_fail_verify(tabular_bundle, bundle_copy):
 
 
 def test_verify_without_load_checks_manifest_and_files_only(tabular_bundle, bundle_copy):
-    path, _ = tabular_bundle
+    path, saved = tabular_bundle
     report = bundle.verify(path, load=False)
     assert report
     assert [(c.name, c.passed) for c in report.checks] == [("manifest", True), ("files", True)]
-    assert report.checks[0].detail == "format 1, schema valid"
+    assert report.checks[0].detail == f"format 1, schema valid, digest {saved.digest}"
 
     # drifted golden outputs are not looked at: nothing is replayed
     copy = bundle_copy(path)

@@ -14,7 +14,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,7 @@ import uuid
 
 import numpy as np
 import pytest
+from conftest import free_port
 
 import bundle
 from bundle import (
@@ -38,12 +38,6 @@ from bundle import (
 BUCKET = "bundles"
 REGION = "us-east-1"
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _wait_until_up(url: str, server: subprocess.Popen, log, timeout: float = 60) -> None:
@@ -66,7 +60,7 @@ def _wait_until_up(url: str, server: subprocess.Popen, log, timeout: float = 60)
 @pytest.fixture(scope="session")
 def s3_endpoint():
     """moto's standalone S3 server in its own process on 127.0.0.1; yields its URL."""
-    url = f"http://127.0.0.1:{_free_port()}"
+    url = f"http://127.0.0.1:{free_port()}"
     port = url.rsplit(":", 1)[1]
     log = tempfile.TemporaryFile()  # noqa: SIM115  (closed below)
     server = subprocess.Popen(
@@ -267,6 +261,16 @@ def test_an_explicit_version_is_saved_under_its_name(s3, s3_root, tiny_model, fs
     assert Bundle(tiny_model, name="churn").save(s3_root, **s3) == f"{s3_root}/1"
     # "1.2.0" is a higher version than "1": semver order, as on the local disk
     assert [i.version for i in bundle.list_versions(s3_root, **s3)] == ["1", "1.2.0"]
+
+
+def test_a_bucket_copy_has_the_digest_of_the_saved_bundle(s3, s3_root, tiny_model, tmp_path):
+    saved = Bundle(tiny_model, name="churn", version="1.2.0")
+    saved.save(s3_root, **s3)
+    assert [i.digest for i in bundle.list_versions(s3_root, **s3)] == [saved.digest]
+    assert Bundle.load(s3_root, digest=saved.digest, **s3).digest == saved.digest
+    pulled = bundle.pull(s3_root, tmp_path / "models", digest=saved.digest, **s3)
+    assert pulled == tmp_path / "models" / "1.2.0"
+    assert Bundle.load(pulled).digest == saved.digest
 
 
 # ---------------------------------------------------------------------------- atomicity

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from . import diff, drift, inspect, predict, releases, serve  # noqa: F401  (register the commands)
+from . import (  # noqa: F401  (register the commands)
+    diff,
+    distribution,
+    drift,
+    inspect,
+    predict,
+    releases,
+    serve,
+)
 from .app import cli, main
 
 __all__ = ["cli", "main"]

@@ -1,8 +1,10 @@
-"""The ``bundle`` command: inspect, verify, list, predict, drift, archive, tag, diff, serve.
+"""The ``bundle`` command: inspect, verify, list, predict, drift, archive, sign, push, pull,
+tag, diff, serve.
 
 Every PATH is anything `Bundle.load` accepts: a version directory, a root of versions (the
-highest is taken, or ``--version``), ``root@alias``, a ``.tar.gz``/``.zip`` archive, or any
-of these as an fsspec URL (``s3://bucket/models/churn``).
+highest is taken, or ``--version``), ``root@alias``, a ``.tar.gz``/``.zip`` archive, any
+of these as an fsspec URL (``s3://bucket/models/churn``), or an OCI artifact
+(``oci://registry.example.com/models/churn:1.2.0``, ``...@sha256:...``).
 
 Exit codes::
 
@@ -13,9 +15,9 @@ Exit codes::
 
 Tracebacks are printed only with ``bundle --debug <command> ...``.
 
-`inspect`, `list`, `tag`, `archive`, `diff` and `verify --no-load` read manifests and files
-only: they never import TensorFlow or Keras, and start in a fraction of the time `predict`,
-`verify` and `serve` need.
+`inspect`, `list`, `tag`, `archive`, `sign`, `push`, `pull`, `diff` and `verify --no-load`
+read manifests and files only: they never import TensorFlow or Keras, and start in a
+fraction of the time `predict`, `verify` and `serve` need.
 """
 
 from __future__ import annotations
@@ -123,11 +125,12 @@ def _emit_json(data: Any) -> None:
 )
 @click.pass_context
 def cli(ctx: click.Context, debug: bool) -> None:
-    """Inspect, verify, list, predict with, check drift of, archive, tag, diff and serve
-    keras-bundles.
+    """Inspect, verify, list, predict with, check drift of, archive, sign, push, pull, tag,
+    diff and serve keras-bundles.
 
     PATH is a bundle version directory, a root of versions (the highest, or --version),
-    ROOT@ALIAS, a .tar.gz/.zip archive, or any of these as an fsspec URL (s3://...).
+    ROOT@ALIAS, a .tar.gz/.zip archive, any of these as an fsspec URL (s3://...), or an OCI
+    artifact (oci://HOST/REPO:TAG or @sha256:...).
 
     Exit codes: 0 success, 1 error or failed check, 2 bad usage.
     """
@@ -149,3 +152,40 @@ TRUSTED_OPTION = click.option(
     help="Allow loading parts that execute stored code (pickles, Lambda layers). Only for "
     "bundles you made or whose source you trust.",
 )
+DIGEST_OPTION = click.option(
+    "--digest",
+    metavar="SHA256",
+    default=None,
+    help="Refuse the bundle unless its digest is this one (sha256:..., as inspect prints it).",
+)
+
+
+def signature_options(command: Any) -> Any:
+    """--public-key, --certificate-chain and --signature: verify the bundle's signature."""
+    for option in reversed(
+        [
+            click.option(
+                "--public-key",
+                metavar="PEM",
+                type=click.Path(exists=True, dir_okay=False),
+                default=None,
+                help="Verify the signature (model.sig) with this public key.",
+            ),
+            click.option(
+                "--certificate-chain",
+                metavar="PEM",
+                type=click.Path(exists=True, dir_okay=False),
+                multiple=True,
+                help="Verify a certificate signature up to these root certificates (repeatable).",
+            ),
+            click.option(
+                "--signature",
+                metavar="FILE",
+                type=click.Path(exists=True, dir_okay=False),
+                default=None,
+                help="The signature file, when it is not the bundle's own model.sig.",
+            ),
+        ]
+    ):
+        command = option(command)
+    return command

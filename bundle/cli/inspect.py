@@ -11,7 +11,16 @@ import bundle as api
 from ..errors import BundleNotFoundError, UsageError
 from ..format.layout import MANIFEST_FILE
 from ..storage import is_url
-from .app import CONTEXT_SETTINGS, JSON_OPTION, TRUSTED_OPTION, VERSION_OPTION, _emit_json, cli
+from .app import (
+    CONTEXT_SETTINGS,
+    DIGEST_OPTION,
+    JSON_OPTION,
+    TRUSTED_OPTION,
+    VERSION_OPTION,
+    _emit_json,
+    cli,
+    signature_options,
+)
 from .reading import (
     _facts,
     _human_size,
@@ -43,7 +52,7 @@ def inspect(path: str, version: str | None, as_json: bool) -> None:
     """
     found = _read_manifest_at(path, version)
     manifest = found.manifest
-    facts = _facts(manifest, found.where, found.local)
+    facts = _facts(found)
     profile = _profile_of(found)
     if profile is not None:
         facts["profile"]["features"] = _profile_features(profile)
@@ -66,14 +75,36 @@ def inspect(path: str, version: str | None, as_json: bool) -> None:
     is_flag=True,
     help="Check the manifest and file hashes only (fast; TensorFlow is not imported).",
 )
+@DIGEST_OPTION
+@signature_options
 @JSON_OPTION
-def verify(path: str, version: str | None, trusted: bool, no_load: bool, as_json: bool) -> None:
-    """Check a bundle: manifest, file hashes, and (unless --no-load) that it loads and
-    replays its saved example outputs.
+def verify(
+    path: str,
+    version: str | None,
+    trusted: bool,
+    no_load: bool,
+    digest: str | None,
+    public_key: str | None,
+    certificate_chain: tuple[str, ...],
+    signature: str | None,
+    as_json: bool,
+) -> None:
+    """Check a bundle: manifest, file hashes, (with --digest) its digest, (with --public-key
+    or --certificate-chain) its signature, and (unless --no-load) that it loads and replays
+    its saved example outputs.
 
     Prints a PASS/FAIL line per check. Exit code 0 if every check passed, 1 otherwise.
     """
-    report = api.verify(path, version=version, trusted=trusted, load=not no_load)
+    report = api.verify(
+        path,
+        version=version,
+        trusted=trusted,
+        load=not no_load,
+        digest=digest,
+        public_key=public_key,
+        certificate_chain=list(certificate_chain) or None,
+        signature=signature,
+    )
     if as_json:
         _emit_json(report.to_dict())
     else:
@@ -119,6 +150,7 @@ def list_command(root: str, as_json: bool) -> None:
                     "size": info.size,
                     "aliases": list(info.aliases),
                     "location": info.location,
+                    "digest": info.digest,
                 }
                 for info in infos
             ]
@@ -129,8 +161,16 @@ def list_command(root: str, as_json: bool) -> None:
         return
     click.echo(
         _table(
-            ("version", "created", "size", "aliases"),
-            [(i.version, i.created, _human_size(i.size), ", ".join(i.aliases)) for i in infos],
+            ("version", "created", "size", "digest", "aliases"),
+            [
+                (i.version, i.created, _human_size(i.size), _short(i.digest), ", ".join(i.aliases))
+                for i in infos
+            ],
             indent="",
         )
     )
+
+
+def _short(digest: str) -> str:
+    """``sha256:`` and the first 12 hex digits, as registries abbreviate digests."""
+    return digest[: len("sha256:") + 12]

@@ -12,31 +12,47 @@ import click
 
 from ..contract import InputSchema
 from ..errors import BundleNotFoundError
+from ..format.digest import manifest_digest
 from ..format.environment import PACKAGES, capture_environment, major_minor
 from ..format.keras_config import read_model_config
-from ..format.layout import MANIFEST_FILE
+from ..format.layout import MANIFEST_FILE, SIGNATURE_FILE
 from ..format.manifest import Manifest, parse_manifest, read_manifest
 from ..format.profile import Profile, feature_summary, read_profile, render_profile
+from ..format.signing import read_signature
 from ..format.snapshot import open_snapshot
 from ..format.trust import COMPILE, PREDICT, TrustDecision, decide, executes_code, needed_for
-from ..storage import fetch, is_archive_name, is_url, open_root, split_alias
+from ..storage import fetch, is_archive_name, is_oci, is_url, oci, open_root, split_alias
 
 
 # ---------------------------------------------------------------------------- reading
 @dataclass(frozen=True)
 class _Located:
-    """A bundle version's manifest, where it is, and its local directory (None if remote)."""
+    """A bundle version's manifest, where it is, its local directory (None if remote), its
+    bundle digest and its signature file's facts (None: unsigned, or not looked at)."""
 
     manifest: Manifest
     where: str
     local: Path | None
+    digest: str
+    signature: dict[str, Any] | None = None
+    checked: bool = False  # whether `signature` was looked for (local and OCI bundles)
 
 
 def _read_manifest_at(location: str, version: str | None) -> _Located:
     """The manifest of the version at `location`, and where it is; never reads other files.
 
-    For a remote root or version only ``manifest.json`` is downloaded, not the model.
+    For a remote root or version only ``manifest.json`` is downloaded, not the model; for
+    an OCI artifact, its config (the manifest) and its signature.
     """
+    if is_oci(location):
+        described = oci.describe(location, version)
+        manifest = parse_manifest(described.manifest_text, source=described.reference)
+        signature = None
+        if described.signature is not None:
+            info = read_signature(Path(SIGNATURE_FILE), described.signature)
+            signature = {**info.to_dict(), "file": f"{SIGNATURE_FILE} (OCI referrer)"}
+        digest = manifest_digest(described.manifest_text)
+        return _Located(manifest, described.reference, None, digest, signature, checked=True)
     text, alias = split_alias(location)
     if alias is not None:
         if version is not None and version != alias:
@@ -55,15 +71,23 @@ def _read_manifest_at(location: str, version: str | None) -> _Located:
                 )
             data = open_root(parent).read_manifest_text(name)
             manifest = parse_manifest(data, source=f"{root.location}/{MANIFEST_FILE}")
-            return _Located(manifest, root.location, None)
+            return _Located(manifest, root.location, None, manifest_digest(data))
         chosen = root.resolve(version)
         where = f"{root.location}/{chosen}"
-        manifest = parse_manifest(
-            root.read_manifest_text(chosen), source=f"{where}/{MANIFEST_FILE}"
-        )
-        return _Located(manifest, where, None)
+        data = root.read_manifest_text(chosen)
+        manifest = parse_manifest(data, source=f"{where}/{MANIFEST_FILE}")
+        return _Located(manifest, where, None, manifest_digest(data))
     path = fetch(location, version)
-    return _Located(read_manifest(path), str(path), path)
+    manifest = read_manifest(path)
+    digest = manifest_digest((path / MANIFEST_FILE).read_bytes())
+    return _Located(manifest, str(path), path, digest, _signature_facts(path), checked=True)
+
+
+def _signature_facts(path: Path) -> dict[str, Any] | None:
+    """Who the signature file says signed the bundle (not verified: that needs the key)."""
+    if not (path / SIGNATURE_FILE).is_file():
+        return None
+    return read_signature(path / SIGNATURE_FILE).to_dict()
 
 
 def _input_schema(manifest: Manifest) -> InputSchema | None:
@@ -184,12 +208,13 @@ def _steps(manifest: Manifest) -> list[dict[str, Any]]:
     ]
 
 
-def _facts(manifest: Manifest, location: str, local: Path | None = None) -> dict[str, Any]:
+def _facts(found: _Located) -> dict[str, Any]:
     """Everything `inspect` reports, as one JSON-ready dict (the text output renders it).
 
     For a local bundle the trust decision reads the model file's config too, as loading
     does; for a remote one, the manifest alone.
     """
+    manifest, local = found.manifest, found.local
     files = manifest.files
     model_config = read_model_config(local / manifest.model["file"]) if local else None
     decision = decide(manifest, model_config=model_config, inside=local)
@@ -198,7 +223,11 @@ def _facts(manifest: Manifest, location: str, local: Path | None = None) -> dict
         "name": manifest.name,
         "version": manifest.version,
         "created": manifest.created,
-        "location": location,
+        "location": found.where,
+        "digest": found.digest,
+        # None: not looked up (a remote bundle, of which only the manifest is read).
+        "signed": found.signature is not None if found.checked else None,
+        "signature": found.signature,
         "format": manifest.format,
         "format_version": manifest.format_version,
         "size": sum(int(entry["size"]) for entry in files.values()),
@@ -252,6 +281,16 @@ def _profile_features(profile: Profile) -> list[dict[str, Any]]:
     ]
 
 
+def _signature_state(facts: Mapping[str, Any]) -> str:
+    signature = facts["signature"]
+    if signature is None:
+        return "no" if facts["signed"] is False else "not looked up (remote)"
+    return (
+        f"by {signature['signer']} ({signature['file']}; not verified here: "
+        "bundle verify --public-key)"
+    )
+
+
 def _render_inspect(
     facts: Mapping[str, Any], schema: InputSchema | None, profile: Profile | None = None
 ) -> str:
@@ -264,6 +303,8 @@ def _render_inspect(
                 ("location", facts["location"]),
                 ("format", f"{facts['format']} {facts['format_version']}"),
                 ("size", f"{_human_size(facts['size'])} in {facts['files']} files (+ manifest)"),
+                ("digest", facts["digest"]),
+                ("signed", _signature_state(facts)),
                 ("trusted", _trusted_cell(facts)),
             ],
         ),

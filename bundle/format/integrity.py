@@ -27,7 +27,8 @@ def hash_file(path: Path) -> str:
 
 
 def list_files(directory: Path) -> list[str]:
-    """Every regular file below `directory` as sorted POSIX relative paths, minus the manifest.
+    """Every regular file below `directory` as sorted POSIX relative paths, minus the manifest
+    and the signature (`layout.UNLISTED_FILES`).
 
     Links, FIFOs and other special entries are not files of a bundle: they are skipped
     here (and refused by `verify_files`), never followed or opened.

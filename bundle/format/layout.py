@@ -11,6 +11,8 @@ A version directory::
       requirements.txt         the training environment's versions
       profile/                 the training profile: profile.json + profile.npz (drift)
       README.md                the generated model card
+      model.sig                optional: an OpenSSF model_signing signature over all of the
+                               above (written by `bundle sign`, never listed in the manifest)
 
 Next to the versions, a root keeps hidden bookkeeping that is never a version:
 ``.staging-*`` (saves in progress), ``.trash-*`` (overwritten versions being removed),
@@ -32,10 +34,12 @@ __all__ = [
     "PROFILE_DIR",
     "PROFILE_FILE",
     "REQUIREMENTS_FILE",
+    "SIGNATURE_FILE",
     "STAGING_PREFIX",
     "STEPS_DIR",
     "STEP_EXTENSIONS",
     "TRASH_PREFIX",
+    "UNLISTED_FILES",
 ]
 
 # Inside a version directory.
@@ -49,6 +53,12 @@ MODEL_CARD_FILE = "README.md"
 PROFILE_DIR = "profile"
 PROFILE_FILE = f"{PROFILE_DIR}/profile.json"
 PROFILE_ARRAYS = f"{PROFILE_DIR}/profile.npz"
+# The signature signs the manifest and every file it lists, so it cannot be listed itself:
+# integrity checks skip it as they skip the manifest, and `model_signing` leaves the
+# signature file out of what it hashes. Its name is `model_signing`'s default.
+SIGNATURE_FILE = "model.sig"
+# The files of a version directory that its file table never lists.
+UNLISTED_FILES = frozenset({MANIFEST_FILE, SIGNATURE_FILE})
 # A step's file extension by serializer.
 STEP_EXTENSIONS = {"native": "npz", "joblib": "joblib", "cloudpickle": "pkl"}
 

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import IntegrityError, ManifestError, bullet_list
-from .layout import MANIFEST_FILE
+from .layout import MANIFEST_FILE, UNLISTED_FILES
 
 CHUNK_SIZE = 1 << 20
 MAX_MANIFEST_BYTES = 64 << 20
@@ -187,7 +187,7 @@ def _walk(directory: _Dir, prefix: str, scan: _Scan) -> None:
             finally:
                 child.close()
         elif entry.is_file(follow_symlinks=False):
-            if relative != MANIFEST_FILE:
+            if relative not in UNLISTED_FILES:
                 scan.files.append(relative)
         else:
             mode = entry.stat(follow_symlinks=False).st_mode
@@ -195,7 +195,8 @@ def _walk(directory: _Dir, prefix: str, scan: _Scan) -> None:
 
 
 def scan_directory(directory: Path) -> tuple[list[str], dict[str, str]]:
-    """(regular files but the manifest, {other entry: its kind}) under `directory`, sorted.
+    """(regular files but the manifest and signature, {other entry: its kind}) under
+    `directory`, sorted.
 
     Links are reported, never followed; nothing is opened but directories.
     """
@@ -231,12 +232,22 @@ class Snapshot:
 
     Attributes:
         manifest: the manifest read with the files (a `Manifest`).
+        manifest_bytes: the bytes it was parsed from (None when the caller passed it), what
+            the bundle digest and a signature are checked against.
         source: the version directory the snapshot was taken of.
         path: a private directory holding exactly the verified files; read parts from it.
     """
 
-    def __init__(self, manifest: Any, source: Path, path: Path, opened: dict[str, _Opened]):
+    def __init__(
+        self,
+        manifest: Any,
+        source: Path,
+        path: Path,
+        opened: dict[str, _Opened],
+        manifest_bytes: bytes | None = None,
+    ):
         self.manifest = manifest
+        self.manifest_bytes = manifest_bytes
         self.source = source
         self.path = path
         self._opened = opened
@@ -327,9 +338,11 @@ def _take(directory: Path, manifest: Any, only: Iterable[str] | None) -> Snapsho
         raise ManifestError(f"{directory} is not a directory: expected a bundle version.") from exc
     opened: dict[str, _Opened] = {}
     private: Path | None = None
+    raw = None
     try:
         if manifest is None:
-            manifest = parse_manifest(_read_manifest(root), source=str(directory / MANIFEST_FILE))
+            raw = _read_manifest(root)
+            manifest = parse_manifest(raw, source=str(directory / MANIFEST_FILE))
         recorded = manifest.files
         wanted = sorted(recorded) if only is None else sorted(only)
         scan = _Scan()
@@ -360,7 +373,7 @@ def _take(directory: Path, manifest: Any, only: Iterable[str] | None) -> Snapsho
             if verified is not None:
                 opened[name] = verified
         problems.raise_if_any()
-        return Snapshot(manifest, directory, private, opened)
+        return Snapshot(manifest, directory, private, opened, raw)
     except BaseException:
         for item in opened.values():
             os.close(item.fd)

@@ -1,4 +1,5 @@
-"""Where bundles live: local roots, object storage (fsspec), archives, and locating them.
+"""Where bundles live: local roots, object storage (fsspec), OCI registries, archives, and
+locating them.
 
 The named interface of this package, used by `core` and by the edges (CLI, Spark):
 
@@ -6,13 +7,17 @@ The named interface of this package, used by `core` and by the edges (CLI, Spark
 - `fetch(location, version)`: any location form -> a local version directory (`locate`
   also says whether a root resolved it);
 - `write_archive` / `extract_archive`: reproducible release archives, extracted safely;
-- `is_url`, `split_alias`, `is_archive_name`, `cache_dir`: reading location strings.
+- `oci`: push to and read from OCI registries (`oci.push`, `oci.describe`, `oci.list_tags`,
+  `oci.pin`), over the distribution API client `registry`;
+- `is_url`, `is_oci`, `split_alias`, `is_archive_name`, `cache_dir`: reading location strings.
 """
 
 from __future__ import annotations
 
+from . import oci
 from .archives import extract_archive, is_archive_name, write_archive
 from .locate import Located, fetch, locate
+from .oci import is_oci
 from .paths import cache_dir, is_url, split_alias
 from .roots import Root, VersionInfo, open_root
 
@@ -24,8 +29,10 @@ __all__ = [
     "extract_archive",
     "fetch",
     "is_archive_name",
+    "is_oci",
     "is_url",
     "locate",
+    "oci",
     "open_root",
     "split_alias",
     "write_archive",

@@ -2,8 +2,9 @@
 
 Every path argument of the public API that reads a bundle goes through `fetch`: a version
 directory, a root (its highest version, or a version or alias), ``root@alias``, an archive
-(extracted into the cache, keyed by its sha256), or any of these behind an fsspec URL
-(downloaded into the cache).
+(extracted into the cache, keyed by its sha256), any of these behind an fsspec URL
+(downloaded into the cache), or an OCI artifact (``oci://``, pulled into the cache by
+digest).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 from ..errors import BundleNotFoundError
 from ..format.integrity import hash_file
 from . import local as store
+from . import oci
 from .archives import extract_archive, is_archive_name
 from .paths import cache_dir, is_url, local_path, split_alias
 from .roots import open_root
@@ -40,21 +42,40 @@ class Located:
     via: str
 
 
-def fetch(location: str | Path, version: str | None = None, **storage_options: Any) -> Path:
+def fetch(
+    location: str | Path,
+    version: str | None = None,
+    *,
+    digest: str | None = None,
+    **storage_options: Any,
+) -> Path:
     """A local version directory for any location form (see the module docstring).
+
+    `digest` (a bundle digest) lets an OCI pull refuse other content before it downloads a
+    file; for the other forms the caller compares digests (`bundle.format.digest`).
 
     Raises:
         BundleNotFoundError: nothing there, or no such version or alias.
+        DigestMismatchError: an OCI artifact is not the bundle `digest` names.
     """
-    return locate(location, version, **storage_options).path
+    return locate(location, version, digest=digest, **storage_options).path
 
 
-def locate(location: str | Path, version: str | None = None, **storage_options: Any) -> Located:
+def locate(
+    location: str | Path,
+    version: str | None = None,
+    *,
+    digest: str | None = None,
+    **storage_options: Any,
+) -> Located:
     """Like `fetch`, also saying how the version directory was found.
 
     Raises:
         BundleNotFoundError: nothing there, or no such version or alias.
+        DigestMismatchError: an OCI artifact is not the bundle `digest` names.
     """
+    if oci.is_oci(location):  # the cache names the directory by the version it holds
+        return Located(oci.fetch(str(location), version, digest=digest, **storage_options), "root")
     text, alias = split_alias(location)
     if alias is not None:
         if version is not None and version != alias:

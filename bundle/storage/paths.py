@@ -28,8 +28,13 @@ def local_path(location: str | Path) -> Path:
 
 
 def split_alias(location: str | Path) -> tuple[str, str | None]:
-    """``"models/churn@production"`` -> ``("models/churn", "production")``."""
+    """``"models/churn@production"`` -> ``("models/churn", "production")``.
+
+    ``oci://`` locations are returned whole: their ``@`` starts a digest, not an alias.
+    """
     text = str(location)
+    if text.startswith("oci://"):
+        return text, None
     head, _, tail = text.rpartition("/")
     if "@" in tail:
         name, _, alias = tail.rpartition("@")

@@ -39,13 +39,14 @@ __all__ = ["Root", "VersionInfo", "open_root"]
 
 @dataclass(frozen=True)
 class VersionInfo:
-    """One published version, as `list_versions` reports it."""
+    """One published version, as `list_versions` reports it (`digest`: the bundle digest)."""
 
     version: str
     created: str
     size: int
     aliases: tuple[str, ...]
     location: str
+    digest: str = ""
 
 
 class Root:
