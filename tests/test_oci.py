@@ -519,3 +519,129 @@ def test_cli_push_and_pull_with_password_on_stdin(auth_registry, tabular_bundle,
     )
     assert pulled.returncode == 0, pulled.stderr
     assert _files(tmp_path / "models" / "1.0.0") == _files(path)
+
+
+class _TokenService:
+    """A bearer-token service as Docker Hub and GHCR run one: it checks basic credentials
+    and answers a JWT (ES256, signed by a certificate the registry trusts) granting the
+    requested repository actions. The registry itself only verifies tokens."""
+
+    def __init__(self, folder: Path, *, service: str, issuer: str):
+        import datetime
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import NameOID
+
+        self.key = ec.generate_private_key(ec.SECP256R1())
+        now = datetime.datetime.now(datetime.timezone.utc)
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "token signer")])
+        self.certificate = (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(subject)
+            .public_key(self.key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .sign(self.key, hashes.SHA256())
+        )
+        self.bundle = folder / "token-signer.pem"
+        self.bundle.write_bytes(self.certificate.public_bytes(serialization.Encoding.PEM))
+        self.service, self.issuer, self.requests = service, issuer, []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                outer.requests.append(self.path)
+                expected = "Basic " + base64.b64encode(b"alice:wonderland").decode()
+                if self.headers.get("Authorization") != expected:
+                    self.send_response(401)
+                    self.end_headers()
+                    self.wfile.write(b'{"details": "bad credentials"}')
+                    return
+                from urllib.parse import parse_qs, urlparse
+
+                scope = parse_qs(urlparse(self.path).query).get("scope", [""])[0]
+                body = json.dumps({"token": outer.token(scope)}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        self.realm = f"http://127.0.0.1:{self.server.server_address[1]}/token"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def token(self, scope: str) -> str:
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
+        def b64(data: bytes) -> str:
+            return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+        _kind, name, actions = scope.split(":")
+        der = self.certificate.public_bytes(serialization.Encoding.DER)
+        header = {"typ": "JWT", "alg": "ES256", "x5c": [base64.b64encode(der).decode()]}
+        now = int(time.time())
+        claims = {
+            "iss": self.issuer,
+            "sub": "alice",
+            "aud": self.service,
+            "exp": now + 300,
+            "nbf": now - 10,
+            "iat": now,
+            "jti": os.urandom(8).hex(),
+            "access": [{"type": "repository", "name": name, "actions": actions.split(",")}],
+        }
+        signing_input = f"{b64(json.dumps(header).encode())}.{b64(json.dumps(claims).encode())}"
+        r, s = decode_dss_signature(
+            self.key.sign(signing_input.encode(), ec.ECDSA(hashes.SHA256()))
+        )
+        return f"{signing_input}.{b64(r.to_bytes(32, 'big') + s.to_bytes(32, 'big'))}"
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture(scope="module")
+def token_registry(tmp_path_factory):
+    """A registry that takes only bearer tokens from `_TokenService` (user alice)."""
+    root = tmp_path_factory.mktemp("token-registry")
+    tokens = _TokenService(root, service="keras-bundle-tests", issuer="keras-bundle-issuer")
+    server = RegistryProcess(
+        root,
+        token={
+            "realm": tokens.realm,
+            "service": tokens.service,
+            "issuer": tokens.issuer,
+            "rootcertbundle": tokens.bundle,
+        },
+    ).start()
+    yield server, tokens
+    server.stop()
+    tokens.stop()
+
+
+def test_bearer_token_auth_against_a_token_service(token_registry, tabular_bundle):
+    server, tokens = token_registry
+    path, saved = tabular_bundle
+    target = f"oci://{server.address}/tests/token:1.0.0"
+    result = bundle.push(path, target, username="alice", password="wonderland")
+    assert result.digest == saved.digest
+    asked = [r for r in tokens.requests if "scope=repository%3Atests%2Ftoken" in r]
+    assert asked and all("service=keras-bundle-tests" in r for r in asked)
+    loaded = Bundle.load(target, username="alice", password="wonderland")
+    assert loaded.digest == saved.digest
+    with pytest.raises(
+        RegistryError, match=r"refused the credentials of user 'alice' .*token service"
+    ):
+        Bundle.load(target, username="alice", password="queen-of-hearts")
