@@ -21,6 +21,7 @@ from .format.verification import Check, VerifyReport, files_check
 from .storage import (
     VersionInfo,
     fetch,
+    fetch_verified,
     is_archive_name,
     is_oci,
     is_url,
@@ -161,13 +162,7 @@ def pull(
     Example:
         >>> bundle.pull("oci://registry.example.com/models/churn:1.2.0", "models/churn")
     """
-    if digest is not None:
-        check_digest(digest)
-    source = fetch(location, version, digest=digest, **options)
-    manifest = read_manifest(source)
-    if digest is not None:
-        require_digest(digest, digest_of(source), label=manifest.label, where=str(location))
-    verify_files(source, manifest.files, label=manifest.label)
+    source, manifest = fetch_verified(location, version, digest=digest, **options)
     staging = store.staging_dir(Path(root))
     try:
         for entry in source.iterdir():
@@ -308,9 +303,9 @@ def _signature_check(
             path,
             files=manifest.files,
             label=manifest.label,
-            public_key=Path(public_key) if public_key is not None else None,
+            public_key=public_key,
             certificate_chain=certificate_chain,
-            signature=Path(signature) if signature is not None else None,
+            signature=signature,
         )
     except BundleError as exc:
         return Check("signature", False, str(exc))

@@ -100,6 +100,37 @@ def plant_pickle(version_dir, marker):
     return target
 
 
+def model_signing_key(verb: str, directory: Path, key: Path, *extra: object, signature=None):
+    """``model_signing sign|verify key DIRECTORY --signature DIRECTORY/model.sig`` with the
+    private key (sign) or the public key (verify)."""
+    flag = "--private_key" if verb == "sign" else "--public_key"
+    signature = signature if signature is not None else Path(directory) / "model.sig"
+    return model_signing(verb, "key", directory, "--signature", signature, flag, key, *extra)
+
+
+def ec_key_pair(folder: Path, name: str):
+    """A new EC P-256 key, written as ``<name>.pem`` (PKCS8) and ``<name>.pub``:
+    (key, private path, public path)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    private, public = folder / f"{name}.pem", folder / f"{name}.pub"
+    private.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    public.write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    return key, private, public
+
+
 def free_port() -> int:
     """A TCP port free on 127.0.0.1 right now, for a server a test starts."""
     with socket.socket() as probe:

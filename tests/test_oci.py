@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import free_port, model_signing, run_python
+from conftest import ec_key_pair, free_port, model_signing_key, run_python
 
 import bundle
 from bundle import (
@@ -133,25 +133,15 @@ def isolated(tmp_path, monkeypatch):
 @pytest.fixture(scope="module")
 def signing_keys(tmp_path_factory):
     """An EC P-256 key pair in PEM files: (private, public)."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
+    return ec_key_pair(tmp_path_factory.mktemp("keys"), "release")[1:]
 
-    folder = tmp_path_factory.mktemp("keys")
-    key = ec.generate_private_key(ec.SECP256R1())
-    private, public = folder / "key.pem", folder / "key.pub"
-    private.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    public.write_bytes(
-        key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-    )
-    return private, public
+
+@pytest.fixture
+def signed_copy(tabular_bundle, bundle_copy, signing_keys):
+    """A copy of the tabular bundle, signed (model.sig)."""
+    copy = bundle_copy(tabular_bundle[0])
+    bundle.sign(copy, key=signing_keys[0])
+    return copy
 
 
 def _repo(registry: RegistryProcess, name: str) -> str:
@@ -293,12 +283,10 @@ def test_a_second_version_uploads_only_what_changed(registry, tabular_bundle, tm
 # ---------------------------------------------------------------------------- signatures
 @pytest.mark.slow
 def test_a_signed_bundle_carries_its_signature_through_the_registry(
-    registry, tabular_bundle, bundle_copy, signing_keys, tmp_path
+    registry, tabular_bundle, signed_copy, signing_keys, tmp_path
 ):
-    private, public = signing_keys
-    path, saved = tabular_bundle
-    signed = bundle_copy(path)
-    bundle.sign(signed, key=private)
+    _private, public = signing_keys
+    saved, signed = tabular_bundle[1], signed_copy
     target = _repo(registry, "signed") + ":1.0.0"
     result = bundle.push(signed, target)
     assert result.signed
@@ -320,21 +308,16 @@ def test_a_signed_bundle_carries_its_signature_through_the_registry(
     pulled = bundle.pull(target, tmp_path / "models")
     assert pulled == tmp_path / "models" / "1.0.0"
     assert (pulled / "model.sig").read_bytes() == (signed / "model.sig").read_bytes()
-    verified = model_signing(
-        "verify", "key", pulled, "--signature", pulled / "model.sig", "--public_key", public
-    )
+    verified = model_signing_key("verify", pulled, public)
     assert verified.returncode == 0, verified.stderr
     loaded = Bundle.load(target, public_key=public, digest=saved.digest)
     assert loaded.digest == saved.digest
 
 
 def test_inspect_and_list_show_digest_and_signature_of_an_artifact(
-    registry, tabular_bundle, bundle_copy, signing_keys, capsys
+    registry, tabular_bundle, signed_copy, capsys
 ):
-    private, _public = signing_keys
-    path, saved = tabular_bundle
-    signed = bundle_copy(path)
-    bundle.sign(signed, key=private)
+    saved, signed = tabular_bundle[1], signed_copy
     target = _repo(registry, "shown")
     assert main(["push", str(signed), target]) == 0
     out = capsys.readouterr().out

@@ -14,7 +14,7 @@ import json
 import shutil
 
 import pytest
-from conftest import model_signing, plant_pickle
+from conftest import ec_key_pair, model_signing, model_signing_key, plant_pickle
 
 import bundle
 from bundle import Bundle, IntegrityError, SignatureError, UsageError
@@ -22,32 +22,11 @@ from bundle.cli import main
 from bundle.format.signing import key_hint, read_signature
 
 
-def _key_pair(folder, name):
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    private, public = folder / f"{name}.pem", folder / f"{name}.pub"
-    private.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    public.write_bytes(
-        key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-    )
-    return key, private, public
-
-
 @pytest.fixture(scope="module")
 def keys(tmp_path_factory):
     """Two signers' EC P-256 key pairs: {"alice": (key, private, public), "mallory": ...}."""
     folder = tmp_path_factory.mktemp("keys")
-    return {name: _key_pair(folder, name) for name in ("alice", "mallory")}
+    return {name: ec_key_pair(folder, name) for name in ("alice", "mallory")}
 
 
 @pytest.fixture(scope="module")
@@ -61,75 +40,56 @@ def certificates(tmp_path_factory, keys):
     folder = tmp_path_factory.mktemp("pki")
     now = datetime.datetime.now(datetime.timezone.utc)
 
-    def name(common: str) -> x509.Name:
-        return x509.Name(
+    def issue(common, public_key, *, issuer=None, signer, ca):
+        subject = x509.Name(
             [
                 x509.NameAttribute(NameOID.ORGANIZATION_NAME, "keras-bundle tests"),
                 x509.NameAttribute(NameOID.COMMON_NAME, common),
             ]
         )
+        usage = dict.fromkeys(
+            [
+                "content_commitment",
+                "key_encipherment",
+                "data_encipherment",
+                "key_agreement",
+                "encipher_only",
+                "decipher_only",
+            ],
+            False,
+        )
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(issuer.subject if issuer is not None else subject)
+            .public_key(public_key)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=7))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+            .add_extension(
+                x509.KeyUsage(digital_signature=True, key_cert_sign=ca, crl_sign=ca, **usage),
+                critical=True,
+            )
+        )
+        if not ca:
+            builder = builder.add_extension(
+                x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CODE_SIGNING]), critical=False
+            )
+        return builder.sign(signer, hashes.SHA256())
 
     def write(path, certificate):
         path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
         return path
 
-    def root(common: str):
-        ca_key = ec.generate_private_key(ec.SECP256R1())
-        ca = (
-            x509.CertificateBuilder()
-            .subject_name(name(common))
-            .issuer_name(name(common))
-            .public_key(ca_key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(days=1))
-            .not_valid_after(now + datetime.timedelta(days=30))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    key_cert_sign=True,
-                    crl_sign=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .sign(ca_key, hashes.SHA256())
-        )
-        return ca_key, ca
-
-    ca_key, ca = root("Test Root CA")
-    _other_key, other_ca = root("Another Root CA")
-    alice_key = keys["alice"][0]
-    leaf = (
-        x509.CertificateBuilder()
-        .subject_name(name("model-release-bot"))
-        .issuer_name(ca.subject)
-        .public_key(alice_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=7))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                key_cert_sign=False,
-                crl_sign=False,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CODE_SIGNING]), critical=False)
-        .sign(ca_key, hashes.SHA256())
+    ca_key, other_key = (
+        ec.generate_private_key(ec.SECP256R1()),
+        ec.generate_private_key(ec.SECP256R1()),
+    )
+    ca = issue("Test Root CA", ca_key.public_key(), signer=ca_key, ca=True)
+    other_ca = issue("Another Root CA", other_key.public_key(), signer=other_key, ca=True)
+    leaf = issue(
+        "model-release-bot", keys["alice"][0].public_key(), issuer=ca, signer=ca_key, ca=False
     )
     return {
         "leaf": write(folder / "leaf.pem", leaf),
@@ -149,15 +109,7 @@ def signed(tabular_bundle, bundle_copy, keys):
 
 # ---------------------------------------------------------------------------- both ways
 def test_model_signing_verifies_what_bundle_sign_wrote(signed, keys):
-    result = model_signing(
-        "verify",
-        "key",
-        signed,
-        "--signature",
-        signed / "model.sig",
-        "--public_key",
-        keys["alice"][2],
-    )
+    result = model_signing_key("verify", signed, keys["alice"][2])
     assert result.returncode == 0, result.stderr
     assert "Verification succeeded" in result.stdout
     info = read_signature(signed / "model.sig")
@@ -174,15 +126,7 @@ def test_bundle_loads_what_model_signing_signed_inside_and_beside_the_bundle(
 ):
     path, saved = tabular_bundle
     copy = bundle_copy(path)
-    result = model_signing(
-        "sign",
-        "key",
-        copy,
-        "--signature",
-        copy / "model.sig",
-        "--private_key",
-        keys["alice"][1],
-    )
+    result = model_signing_key("sign", copy, keys["alice"][1])
     assert result.returncode == 0, result.stderr
     loaded = Bundle.load(copy, public_key=keys["alice"][2])
     frame, _ = tabular_data
@@ -191,9 +135,7 @@ def test_bundle_loads_what_model_signing_signed_inside_and_beside_the_bundle(
     plain = tmp_path / "plain"
     shutil.copytree(path, plain)
     detached = tmp_path / "churn.sig"
-    result = model_signing(
-        "sign", "key", plain, "--signature", detached, "--private_key", keys["alice"][1]
-    )
+    result = model_signing_key("sign", plain, keys["alice"][1], signature=detached)
     assert result.returncode == 0, result.stderr
     report = bundle.verify(plain, public_key=keys["alice"][2], signature=detached, load=False)
     assert report.ok, str(report)
@@ -303,27 +245,11 @@ def test_a_signature_that_leaves_a_file_out_is_refused_though_model_signing_acce
     tabular_bundle, bundle_copy, keys
 ):
     copy = bundle_copy(tabular_bundle[0])
-    signed = model_signing(
-        "sign",
-        "key",
-        copy,
-        "--signature",
-        copy / "model.sig",
-        "--private_key",
-        keys["alice"][1],
-        "--ignore-paths",
-        copy / "model.keras",
+    signed = model_signing_key(
+        "sign", copy, keys["alice"][1], "--ignore-paths", copy / "model.keras"
     )
     assert signed.returncode == 0, signed.stderr
-    theirs = model_signing(
-        "verify",
-        "key",
-        copy,
-        "--signature",
-        copy / "model.sig",
-        "--public_key",
-        keys["alice"][2],
-    )
+    theirs = model_signing_key("verify", copy, keys["alice"][2])
     assert theirs.returncode == 0  # their check is relative to what the signer chose
     with pytest.raises(SignatureError, match=r"not signed:\n- model\.keras") as caught:
         Bundle.load(copy, public_key=keys["alice"][2])

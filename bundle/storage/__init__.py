@@ -5,7 +5,8 @@ The named interface of this package, used by `core` and by the edges (CLI, Spark
 
 - `open_root(location)`: a `Root` of versions (list, resolve, publish, alias);
 - `fetch(location, version)`: any location form -> a local version directory (`locate`
-  also says whether a root resolved it);
+  also says whether a root resolved it; `fetch_verified` also returns its manifest,
+  checked against a digest and its files);
 - `write_archive` / `extract_archive`: reproducible release archives, extracted safely;
 - `oci`: push to and read from OCI registries (`oci.push`, `oci.describe`, `oci.list_tags`,
   `oci.pin`), over the distribution API client `registry`;
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 from . import oci
 from .archives import extract_archive, is_archive_name, write_archive
-from .locate import Located, fetch, locate
+from .locate import Located, fetch, fetch_verified, locate
 from .oci import is_oci
 from .paths import cache_dir, is_url, split_alias
 from .roots import Root, VersionInfo, open_root
@@ -28,6 +29,7 @@ __all__ = [
     "cache_dir",
     "extract_archive",
     "fetch",
+    "fetch_verified",
     "is_archive_name",
     "is_oci",
     "is_url",

@@ -17,14 +17,16 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BundleNotFoundError
-from ..format.integrity import hash_file
+from ..format.digest import check_digest, digest_of, require_digest
+from ..format.integrity import hash_file, verify_files
+from ..format.manifest import Manifest, read_manifest
 from . import local as store
 from . import oci
 from .archives import extract_archive, is_archive_name
 from .paths import cache_dir, is_url, local_path, split_alias
 from .roots import open_root
 
-__all__ = ["Located", "fetch", "locate"]
+__all__ = ["Located", "fetch", "fetch_verified", "locate"]
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,30 @@ def locate(
         parent, _, name = root.location.rpartition("/")
         return Located(open_root(parent, **storage_options).local_copy(name), "directory")
     return Located(root.local_copy(root.resolve(version)), "root")
+
+
+def fetch_verified(
+    location: str | Path,
+    version: str | None = None,
+    *,
+    digest: str | None = None,
+    **storage_options: Any,
+) -> tuple[Path, Manifest]:
+    """`fetch`, then the checks every reader makes before it reads a part: the manifest is
+    valid, the bundle digest is `digest` (when given), and every file matches the manifest.
+
+    Raises:
+        DigestMismatchError: the bundle is not the one `digest` names.
+        IntegrityError: a file is missing, unlisted or changed.
+    """
+    if digest is not None:
+        check_digest(digest)
+    path = fetch(location, version, digest=digest, **storage_options)
+    manifest = read_manifest(path)
+    if digest is not None:
+        require_digest(digest, digest_of(path), label=manifest.label, where=str(location))
+    verify_files(path, manifest.files, label=manifest.label)
+    return path, manifest
 
 
 def _extracted(location: str, **storage_options: Any) -> Path:
