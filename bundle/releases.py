@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .errors import BundleError, IntegrityError, UsageError
+from .errors import BundleError, DigestMismatchError, IntegrityError, UsageError
 from .format.digest import check_digest, digest_of, manifest_digest, require_digest
 from .format.integrity import verify_files
 from .format.manifest import Manifest, parse_manifest, read_manifest
@@ -235,6 +235,8 @@ def verify(
     """
     try:
         path = fetch(location, version, digest=digest, **storage_options)
+    except DigestMismatchError as exc:  # an OCI artifact refused before its download
+        return VerifyReport(str(location), [Check("digest", False, str(exc))])
     except IntegrityError as exc:  # a download or archive that does not match, never cached
         return VerifyReport(str(location), [Check("files", False, str(exc))])
     try:

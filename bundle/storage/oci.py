@@ -40,6 +40,7 @@ from typing import Any
 from ..errors import (
     BundleNotFoundError,
     IntegrityError,
+    StorageError,
     UnsupportedFormatError,
     UsageError,
     bullet_list,
@@ -58,7 +59,6 @@ from ..format.layout import (
 )
 from ..format.manifest import Manifest, parse_manifest
 from ..format.signing import MEDIA_TYPE as SIGNATURE_MEDIA_TYPE
-from .durable import fsync_tree
 from .local import version_key
 from .paths import cache_dir
 from .registry import (
@@ -539,14 +539,15 @@ def _download(registry: Registry, resolved: _Resolved, target: Path) -> Path:
                 f"({manifest_digest(raw)} vs {resolved.config_digest}): the artifact was "
                 "assembled from two bundles.\nPush the bundle again with `bundle push`."
             )
+        # Not fsynced, like other remote copies: every load checks the files again, and
+        # `bundle.pull` writes its copy durably.
         verify_files(scratch, manifest.files, label=f"{manifest.label} from {ref}")
-        fsync_tree(scratch)
-        with contextlib.suppress(FileExistsError, OSError):
+        try:
             os.rename(scratch, target / manifest.version)
-        found = _complete(target)
-        if found is None:
-            raise IntegrityError(f"Could not cache {ref} under {target}.")
-        return found
+        except OSError as exc:
+            if _complete(target) is None:  # not another process caching it first
+                raise StorageError(f"Could not cache {ref} under {target}: {exc}.") from exc
+        return target / manifest.version
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 

@@ -19,11 +19,13 @@ not match their digest are an `IntegrityError`.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import ipaddress
 import json
 import os
 import re
+import ssl
 import subprocess
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -47,6 +49,9 @@ USERNAME_ENV = "KERAS_BUNDLE_REGISTRY_USERNAME"
 PASSWORD_ENV = "KERAS_BUNDLE_REGISTRY_PASSWORD"
 PLAIN_HTTP_ENV = "KERAS_BUNDLE_PLAIN_HTTP_REGISTRIES"  # comma-separated host[:port]s
 TIMEOUT_SECONDS = 60.0
+# Docker Hub is named docker.io, served from registry-1.docker.io, and logged in to as
+# https://index.docker.io/v1/ in auth files.
+DOCKER_HUB = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
 CHUNK = 1 << 20
 DIGEST_PATTERN = re.compile(r"^sha256:[0-9a-f]{64}$")
 
@@ -100,6 +105,10 @@ def _auth_key(key: str) -> str:
     return text.split("/", 1)[0]
 
 
+def _same_registry(a: str, b: str) -> bool:
+    return a == b or (a in DOCKER_HUB and b in DOCKER_HUB)
+
+
 def _credentials(registry: str, options: Mapping[str, Any]) -> _Credentials | None:
     username, password = options.get("username"), options.get("password")
     if username is not None or password is not None:
@@ -117,7 +126,7 @@ def _credentials(registry: str, options: Mapping[str, Any]) -> _Credentials | No
             continue
         helper = (config.get("credHelpers") or {}).get(registry) or config.get("credsStore")
         for key, entry in (config.get("auths") or {}).items():
-            if _auth_key(key) != registry or not isinstance(entry, Mapping):
+            if not _same_registry(_auth_key(key), registry) or not isinstance(entry, Mapping):
                 continue
             if entry.get("auth"):
                 user, _, secret = base64.b64decode(entry["auth"]).decode().partition(":")
@@ -149,6 +158,16 @@ def _from_helper(helper: str, registry: str) -> _Credentials | None:
     return _Credentials(answer.get("Username", ""), answer.get("Secret", ""), program)
 
 
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    """One verifying TLS context per process (httpx's default one: certifi's roots, or
+    ``$SSL_CERT_FILE``): loading a CA store takes ~0.1 s, too much to pay again for every
+    registry client (a Spark executor opens one per load)."""
+    import httpx
+
+    return httpx.create_ssl_context()
+
+
 # ---------------------------------------------------------------------------- the client
 class Registry:
     """One registry, spoken to over the OCI distribution API (httpx), with its auth."""
@@ -169,9 +188,12 @@ class Registry:
                 "it takes username=, password=, plain_http= and timeout=."
             )
         self.registry = registry
+        self._host = "registry-1.docker.io" if registry in DOCKER_HUB else registry
         self._httpx = httpx
         self._client = httpx.Client(
-            timeout=float(options.get("timeout") or TIMEOUT_SECONDS), follow_redirects=True
+            timeout=float(options.get("timeout") or TIMEOUT_SECONDS),
+            follow_redirects=True,
+            verify=_tls_context(),
         )
         allowed = os.environ.get(PLAIN_HTTP_ENV, "").replace(" ", "").split(",")
         self._plain = bool(options.get("plain_http")) or registry in allowed
@@ -179,6 +201,7 @@ class Registry:
         self._credentials = _credentials(registry, options)
         self._tokens: dict[str, str] = {}
         self._basic = False
+        self._missing: list[str] = []  # the error codes of the last manifest not found
 
     def close(self) -> None:
         self._client.close()
@@ -224,7 +247,7 @@ class Registry:
         elif self._basic and self._credentials is not None:
             all_headers["Authorization"] = self._basic_header()
         body = content() if callable(content) else content
-        url = path if "://" in path else f"{self._scheme}://{self.registry}/v2/{path}"
+        url = path if "://" in path else f"{self._scheme}://{self._host}/v2/{path}"
         try:
             request = self._client.build_request(method, url, headers=all_headers, content=body)
             return self._client.send(request, stream=stream)
@@ -340,7 +363,7 @@ class Registry:
         )
         location = started.headers["location"]
         if "://" not in location:
-            location = f"{self._scheme}://{self.registry}{location}"
+            location = f"{self._scheme}://{self._host}{location}"
         url = str(self._httpx.URL(location).copy_merge_params({"digest": digest}))
         headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
         self.check(
@@ -397,7 +420,21 @@ class Registry:
 
     # -------------------------------------------------------------------- manifests
     def get_manifest(self, repository: str, reference: str) -> tuple[bytes, str, str]:
-        """``(bytes, digest, media type)`` of a manifest, checked against its digest."""
+        """``(bytes, digest, media type)`` of a manifest, checked against its digest.
+
+        Raises:
+            BundleNotFoundError: no such manifest (the message lists the tags there).
+        """
+        found = self.find_manifest(repository, reference)
+        if found is None:
+            raise BundleNotFoundError(
+                self._not_found(repository, reference),
+                location=f"{SCHEME}{self.registry}/{repository}",
+            )
+        return found
+
+    def find_manifest(self, repository: str, reference: str) -> tuple[bytes, str, str] | None:
+        """`get_manifest`, or None when there is no such manifest."""
         accept = ", ".join([MANIFEST_MEDIA_TYPE, INDEX_MEDIA_TYPE])
         response = self.request(
             "GET",
@@ -406,10 +443,8 @@ class Registry:
             headers={"Accept": accept},
         )
         if response.status_code == 404:
-            raise BundleNotFoundError(
-                self._not_found(repository, reference, response),
-                location=f"{SCHEME}{self.registry}/{repository}",
-            )
+            self._missing = _error_codes(response)
+            return None
         self.check(response, f"Reading the manifest {repository}:{reference}")
         data = response.content
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
@@ -426,9 +461,8 @@ class Registry:
             )
         return data, digest, response.headers.get("content-type", "").split(";")[0]
 
-    def _not_found(self, repository: str, reference: str, response: Any) -> str:
-        codes = _error_codes(response)
-        if "NAME_UNKNOWN" in codes:
+    def _not_found(self, repository: str, reference: str) -> str:
+        if "NAME_UNKNOWN" in self._missing:
             return f"The registry {self.registry} has no repository {repository!r}."
         try:
             tags = self.tags(repository)
@@ -491,11 +525,8 @@ class Registry:
         return [m for m in manifests if m.get("artifactType") == artifact_type]
 
     def _fallback_index(self, repository: str, digest: str) -> dict[str, Any] | None:
-        try:
-            data, _digest, _type = self.get_manifest(repository, _fallback_tag(digest))
-        except BundleNotFoundError:
-            return None
-        return json.loads(data)
+        found = self.find_manifest(repository, _fallback_tag(digest))
+        return json.loads(found[0]) if found is not None else None
 
     def add_referrer(
         self, repository: str, subject: str, data: bytes, descriptor: dict[str, Any]
