@@ -162,12 +162,17 @@ def pull(
     Example:
         >>> bundle.pull("oci://registry.example.com/models/churn:1.2.0", "models/churn")
     """
-    source, manifest = fetch_verified(location, version, digest=digest, **options)
     staging = store.staging_dir(Path(root))
     try:
-        for entry in source.iterdir():
-            copy = shutil.copytree if entry.is_dir() else shutil.copy2
-            copy(entry, staging / entry.name)
+        if is_oci(location):  # straight from the registry, checked as it streams
+            if digest is not None:
+                check_digest(digest)
+            manifest = oci.download(str(location), staging, version, digest=digest, **options)
+        else:
+            source, manifest = fetch_verified(location, version, digest=digest, **options)
+            for entry in source.iterdir():
+                copy = shutil.copytree if entry.is_dir() else shutil.copy2
+                copy(entry, staging / entry.name)
         return store.publish(
             staging, Path(root), manifest.version, finalize=_unchanged, overwrite=overwrite
         )

@@ -193,6 +193,7 @@ def test_push_then_load_by_tag_by_digest_and_by_repository_predicts_exactly(
     expected = saved.predict(frame.iloc[:50], postprocess=False)
     np.save(tmp_path / "expected.npy", expected)
     pinned = f"{target}@{result.manifest_digest}"
+    assert oci.pin(target + ":1.0.0") == oci.pin(target) == pinned  # what Spark executors load
     # A fresh process with none of the training code, a fresh cache: three ways to name it.
     child = run_python(
         f"""

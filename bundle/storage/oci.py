@@ -490,22 +490,53 @@ def fetch(
     """
     ref = Reference.parse(location)
     offline = ref.digest is not None and _cached_manifest(ref.digest) is not None
-    registry = Registry(ref.registry, **options)
-    try:
-        resolved = _resolve(registry, ref, version)
-        if digest is not None:
-            require_digest(
-                digest, resolved.config_digest, label="The bundle", where=str(resolved.ref)
-            )
+    with Registry(ref.registry, **options) as registry:
+        resolved = _resolved(registry, ref, version, digest)
         target = _oci_cache() / "bundles" / resolved.config_digest.replace(":", "-")
         version_dir = _complete(target)
         if version_dir is None:
-            version_dir = _download(registry, resolved, target)
+            target.mkdir(parents=True, exist_ok=True)
+            scratch = Path(tempfile.mkdtemp(prefix=".download-", dir=target))
+            try:
+                manifest = _download(registry, resolved, scratch)
+                version_dir = target / manifest.version
+                try:
+                    os.rename(scratch, version_dir)
+                except OSError as exc:
+                    if _complete(target) is None:  # not another process caching it first
+                        raise StorageError(f"Could not cache {ref} in {target}: {exc}.") from exc
+            finally:
+                shutil.rmtree(scratch, ignore_errors=True)
         if not offline:
             _refresh_signature(registry, resolved, version_dir)
         return version_dir
-    finally:
-        registry.close()
+
+
+def download(
+    location: str,
+    directory: Path,
+    version: str | None = None,
+    *,
+    digest: str | None = None,
+    **options: Any,
+) -> Manifest:
+    """Download and verify the bundle at an ``oci://`` location into the empty `directory`
+    (with its signature), bypassing the cache; return its manifest. Raises as `fetch`."""
+    ref = Reference.parse(location)
+    with Registry(ref.registry, **options) as registry:
+        resolved = _resolved(registry, ref, version, digest)
+        manifest = _download(registry, resolved, Path(directory))
+        _refresh_signature(registry, resolved, Path(directory))
+    return manifest
+
+
+def _resolved(
+    registry: Registry, ref: Reference, version: str | None, digest: str | None
+) -> _Resolved:
+    resolved = _resolve(registry, ref, version)
+    if digest is not None:
+        require_digest(digest, resolved.config_digest, label="The bundle", where=str(resolved.ref))
+    return resolved
 
 
 def _complete(target: Path) -> Path | None:
@@ -517,39 +548,32 @@ def _complete(target: Path) -> Path | None:
     return None
 
 
-def _download(registry: Registry, resolved: _Resolved, target: Path) -> Path:
-    """Download, verify, and only then move into the cache as ``<target>/<version>``."""
+def _download(registry: Registry, resolved: _Resolved, directory: Path) -> Manifest:
+    """Download every file of the artifact into `directory`, each checked as it streams.
+
+    Nothing is left unchecked: the layers are exactly the manifest's files with the
+    manifest's sha256 and size (`_check_layers`), every blob's bytes hash to its layer's
+    digest (`_download_blob`), and ``manifest.json`` is the config. Hashing the files again
+    would only read them twice.
+    """
     ref, artifact = resolved.ref, resolved.artifact
     config = registry.read_blob(ref.repository, resolved.config_digest)
     manifest = parse_manifest(config, source=f"the config of {ref}")
     layers = _layers_by_name(artifact, ref)
     _check_layers(layers, manifest, ref)
-    target.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=".download-", dir=target))
-    try:
-        # The manifest (validated) decided every name: none is absolute or climbs out.
-        for name, layer in sorted(layers.items()):
-            destination = scratch / name
-            destination.parent.mkdir(parents=True, exist_ok=True)
-            _download_blob(registry, ref, layer, destination, name)
-        raw = (scratch / MANIFEST_FILE).read_bytes()
-        if manifest_digest(raw) != resolved.config_digest:
-            raise IntegrityError(
-                f"{MANIFEST_FILE} of {ref} is not the manifest of the artifact's config "
-                f"({manifest_digest(raw)} vs {resolved.config_digest}): the artifact was "
-                "assembled from two bundles.\nPush the bundle again with `bundle push`."
-            )
-        # Not fsynced, like other remote copies: every load checks the files again, and
-        # `bundle.pull` writes its copy durably.
-        verify_files(scratch, manifest.files, label=f"{manifest.label} from {ref}")
-        try:
-            os.rename(scratch, target / manifest.version)
-        except OSError as exc:
-            if _complete(target) is None:  # not another process caching it first
-                raise StorageError(f"Could not cache {ref} under {target}: {exc}.") from exc
-        return target / manifest.version
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+    # The manifest (validated) decided every name: none is absolute or climbs out.
+    for name, layer in sorted(layers.items()):
+        destination = directory / name
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        _download_blob(registry, ref, layer, destination, name)
+    raw = (directory / MANIFEST_FILE).read_bytes()
+    if manifest_digest(raw) != resolved.config_digest:
+        raise IntegrityError(
+            f"{MANIFEST_FILE} of {ref} is not the manifest of the artifact's config "
+            f"({manifest_digest(raw)} vs {resolved.config_digest}): the artifact was "
+            "assembled from two bundles.\nPush the bundle again with `bundle push`."
+        )
+    return manifest
 
 
 def _layers_by_name(artifact: Mapping[str, Any], ref: Reference) -> dict[str, dict[str, Any]]:

@@ -158,6 +158,10 @@ def _from_helper(helper: str, registry: str) -> _Credentials | None:
     return _Credentials(answer.get("Username", ""), answer.get("Secret", ""), program)
 
 
+# Loopback registries found to speak plain HTTP, so later clients skip the TLS attempt.
+_PLAIN_LOOPBACK: dict[str, str] = {}
+
+
 @functools.cache
 def _tls_context() -> ssl.SSLContext:
     """One verifying TLS context per process (httpx's default one: certifi's roots, or
@@ -197,7 +201,7 @@ class Registry:
         )
         allowed = os.environ.get(PLAIN_HTTP_ENV, "").replace(" ", "").split(",")
         self._plain = bool(options.get("plain_http")) or registry in allowed
-        self._scheme = "http" if self._plain else "https"
+        self._scheme = "http" if self._plain else _PLAIN_LOOPBACK.get(registry, "https")
         self._credentials = _credentials(registry, options)
         self._tokens: dict[str, str] = {}
         self._basic = False
@@ -254,7 +258,7 @@ class Registry:
         except self._httpx.ConnectError as exc:
             if self._scheme == "https" and not self._plain and _is_loopback(self.registry):
                 # A registry on this machine usually speaks plain HTTP (as Docker allows).
-                self._scheme = "http"
+                self._scheme = _PLAIN_LOOPBACK[self.registry] = "http"
                 return self._send(
                     method, path.replace("https://", "http://", 1), scope, headers, content, stream
                 )
