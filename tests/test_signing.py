@@ -132,7 +132,7 @@ def test_bundle_loads_what_model_signing_signed_inside_and_beside_the_bundle(
     frame, _ = tabular_data
     assert (loaded.predict(frame.iloc[:20]) == saved.predict(frame.iloc[:20])).all()
     # A detached signature, signed by their command outside the directory.
-    plain = tmp_path / "plain"
+    plain = tmp_path / "plain" / "1.0.0"
     shutil.copytree(path, plain)
     detached = tmp_path / "churn.sig"
     result = model_signing_key("sign", plain, keys["alice"][1], signature=detached)
@@ -145,7 +145,7 @@ def test_bundle_loads_what_model_signing_signed_inside_and_beside_the_bundle(
 def test_certificate_signatures_work_offline_both_ways(
     tabular_bundle, keys, certificates, tmp_path
 ):
-    ours, theirs = tmp_path / "ours", tmp_path / "theirs"
+    ours, theirs = tmp_path / "ours" / "1.0.0", tmp_path / "theirs" / "1.0.0"
     shutil.copytree(tabular_bundle[0], ours)
     shutil.copytree(tabular_bundle[0], theirs)
     with pytest.raises(UsageError, match=r"needs its chain: pass certificate_chain="):
