@@ -231,6 +231,8 @@ class Bundle:
         *,
         overwrite: bool = False,
         profile_data: Any = None,
+        include_optimizer: bool = True,
+        verify: bool = True,
         **storage_options: Any,
     ) -> Path | str:
         """Write this bundle as a new version under `root` and return where it went.
@@ -246,17 +248,40 @@ class Bundle:
         at most 100,000 rows. The sample is run through the model once to profile the
         outputs too. Columns the bundle does not know (a target) are ignored.
 
+        Before publishing, the bundle proves it loads (`verify`): the model is rebuilt from
+        the file just written with the stored custom objects only, as a fresh process would
+        rebuild it (a Lambda layer gets none of the training script's globals), the stored
+        steps are read back, and the stored example is replayed through them and compared
+        with the stored outputs. A bundle that fails or differs is not published.
+
+        Args:
+            root: a local directory or an fsspec URL of the bundle's versions.
+            overwrite: replace the version if it exists.
+            profile_data: the data to profile for drift (default: the input example).
+            include_optimizer: store the optimizer's state (default), so training can go
+                on after load as if uninterrupted. False writes an inference-only bundle:
+                the model's weights and compile config without the optimizer's state (for
+                Adam, twice the weights), and a loaded model resumes with a fresh optimizer.
+            verify: replay the stored bundle before publishing it (default). False skips
+                that check and its cost (about the cost of one load).
+            **storage_options: fsspec options for a URL root.
+
         Returns:
             The version directory (a Path), or its URL for object storage.
 
         Raises:
             VersionExistsError: the version exists under `root` and `overwrite` is False.
+            ModelError: the stored bundle does not load or replay as the model in memory
+                predicts (a Lambda layer reading a global name, a custom object missing);
+                nothing was published.
         """
         target = open_root(root, **storage_options)
         scratch = Path(tempfile.mkdtemp(prefix="keras-bundle-")) if target.is_remote else None
         staging = store.staging_dir(scratch or target.local)
         try:
-            draft = self._write_parts(staging, profile_data)
+            draft = self._write_parts(staging, profile_data, include_optimizer=include_optimizer)
+            if verify:
+                self._prove_loads(staging, draft)
             base_files = file_table(staging)
 
             def finalize(directory: Path, version: str) -> None:
@@ -282,11 +307,13 @@ class Bundle:
         self._path = None if target.is_remote else Path(location)
         return location if target.is_remote else Path(location)
 
-    def _write_parts(self, directory: Path, profile_data: Any = None) -> Manifest:
+    def _write_parts(
+        self, directory: Path, profile_data: Any = None, *, include_optimizer: bool = True
+    ) -> Manifest:
         """Write every part but the model card and the manifest; return the draft manifest."""
         from .model import save_model
 
-        save_model(self._model, directory / MODEL_FILE)
+        sizes = save_model(self._model, directory / MODEL_FILE, include_optimizer=include_optimizer)
         # What the file asks Keras to build decides the trust flags, as it will at load.
         model_config = read_model_config(directory / MODEL_FILE)
         objects = discover(self._model, self._user_custom_objects)
@@ -317,6 +344,7 @@ class Bundle:
                 "executes_code": bool(model_config.code),
                 "inputs": inputs,
                 "outputs": outputs,
+                **sizes,
             },
             preprocess=pre,
             postprocess=post,
@@ -326,6 +354,42 @@ class Bundle:
             metadata=self._metadata,
             profile=profile_record,
         )
+
+    def _prove_loads(self, directory: Path, draft: Manifest) -> None:
+        """Replay the written bundle as a fresh process would; refuse it if that fails.
+
+        The model is rebuilt from its file with the stored custom objects only (trusted:
+        they are the caller's own), the steps are read back, and the stored example is
+        replayed and compared with the stored outputs. Keras rebuilds a Lambda's function
+        without the training script's globals, so a Lambda reading ``keras`` fails here as
+        it would in every serving process.
+        """
+        from .model import missing_globals, unresolved_globals_error
+
+        version = f" {self.version}" if self.version else ""
+        label = f"Refusing to publish bundle {self.name!r}{version}"
+        try:
+            replayed = type(self)._construct(
+                directory, draft, trusted=True, compile=False, replay_example=False
+            )
+        except BundleError as exc:
+            raise _refusal(f"{label}: loading it back from its files failed", exc) from exc
+        unresolved = missing_globals(replayed.model)
+        if unresolved:
+            raise unresolved_globals_error(unresolved, label)
+        try:
+            checks = replayed._replay_checks(raise_failure=True)
+        except BundleError as exc:
+            raise _refusal(f"{label}: replaying its stored example failed", exc) from exc
+        for check in checks:
+            if not check.passed:
+                raise ModelError(
+                    f"{label}: replaying its stored example through the stored model does "
+                    f"not give the outputs the model in memory gave: {check.name}: "
+                    f"{check.detail}\nThe model file does not rebuild the same model: a "
+                    "custom layer's get_config() or build() may leave out state. Nothing "
+                    "was published; save(..., verify=False) publishes it anyway."
+                )
 
     def _write_example(self, directory: Path) -> dict[str, Any] | None:
         if self._example is None:
@@ -651,13 +715,24 @@ class Bundle:
         precision: str = "float32",
         model_config: ModelConfig | None = None,
         decision: TrustDecision | None = None,
+        compile: bool = True,
+        replay_example: bool = True,
     ) -> Bundle:
-        """Build the bundle from verified files: the first code that may import or unpickle."""
+        """Build the bundle from verified files: the first code that may import or unpickle.
+
+        `compile` False rebuilds the model without its compile state (save's own replay);
+        `replay_example` False reads the stored example without running it (the caller
+        replays it whole).
+        """
         from .model import load_model
 
         custom, skipped = _custom_objects(path, manifest, model_config, decision, trusted=trusted)
         model = load_model(
-            path / manifest.model["file"], custom, safe_mode=not trusted, compile=not skipped
+            path / manifest.model["file"],
+            custom,
+            safe_mode=not trusted,
+            compile=compile and not skipped,
+            optimizer_state=manifest.model.get("includes_optimizer", True),
         )
         if skipped:
             warnings.warn(_compile_skipped_warning(manifest.label, skipped), stacklevel=3)
@@ -686,15 +761,17 @@ class Bundle:
             custom_objects=custom,
         )
         bundle._engine.precision = precision
-        bundle._warm_up()
+        bundle._warm_up(run=replay_example)
         return bundle
 
-    def _warm_up(self) -> None:
+    def _warm_up(self, *, run: bool = True) -> None:
         """Trace the inference function now, so the first request is not the slow one."""
         if self._manifest is None or self._manifest.example is None or self._path is None:
             return
         example = golden.read_example(self._path, self._manifest.example["input"])
         self._example = example
+        if not run:
+            return
         try:
             self.predict(golden.head(example, 1), postprocess=False)
         except SchemaError as exc:
@@ -726,7 +803,8 @@ class Bundle:
         checks.extend(self._replay_checks())
         return VerifyReport(manifest.label, checks)
 
-    def _replay_checks(self) -> list[Check]:
+    def _replay_checks(self, *, raise_failure: bool = False) -> list[Check]:
+        """Replay the stored example; `raise_failure` raises a failed replay's error."""
         manifest, path = self.manifest, self._path
         example = manifest.example
         if example is None or path is None:
@@ -735,6 +813,8 @@ class Bundle:
         try:
             scores = self.predict(rows, postprocess=False)
         except BundleError as exc:
+            if raise_failure:
+                raise
             return [Check("example scores", False, f"replay failed: {exc}")]
         tolerance = {"rtol": example["rtol"], "atol": example["atol"]}
         expected = golden.read_outputs(path / example["scores"])
@@ -1158,6 +1238,18 @@ def _compile_skipped_warning(label: str, skipped: Sequence[UnsafePart]) -> Warni
         "To restore the compile state (to evaluate or continue training): "
         "Bundle.load(path, trusted=True).",
         skipped=names,
+    )
+
+
+def _refusal(head: str, exc: BundleError) -> BundleError:
+    """`exc` as the reason a save refuses to publish: its kind and data kept."""
+    message = f"{head}:\n{exc}\nNothing was published."
+    if isinstance(exc, SchemaError):
+        return SchemaError(message, problems=exc.problems, column=exc.column)
+    return ModelError(
+        message,
+        layer=getattr(exc, "layer", None),
+        missing_global=getattr(exc, "missing_global", None),
     )
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import BundleError, ModelError, SchemaError
+from .errors import BundleError, SchemaError
 from .steps import Postprocessor, Preprocessor
 
 _DONE = object()
@@ -95,17 +95,9 @@ class Engine:
         try:
             return function(model_input)
         except Exception as exc:  # TensorFlow's errors are not for the caller to parse
-            shapes = (
-                {k: v.shape for k, v in model_input.items()}
-                if isinstance(model_input, Mapping)
-                else model_input.shape
-            )
-            raise ModelError(
-                f"The model failed on a preprocessed batch of shape {shapes} that passed the "
-                f"input checks: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}\n"
-                "This is a bug in the bundle or the model, not in your input; the original "
-                "exception is chained below."
-            ) from exc
+            from .model import describe_batch, model_failure
+
+            raise model_failure(self.model, exc, describe_batch(model_input)) from exc
 
     def run(self, canonical: Any, *, batch_size: int | None, precision: str | None = None) -> Any:
         """Scores for every row of a canonical input, computed chunk by chunk."""

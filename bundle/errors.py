@@ -114,7 +114,18 @@ class ModelError(BundleError):
 
     The original Keras or backend exception is chained (``raise ... from``); the message
     names what failed and, where it is known, the layer.
+
+    Attributes:
+        layer: the name of the layer that failed, when it is known.
+        missing_global: for a ``NameError``, the global name the layer's code reads.
     """
+
+    def __init__(
+        self, message: str, *, layer: str | None = None, missing_global: str | None = None
+    ):
+        super().__init__(message)
+        self.layer = layer
+        self.missing_global = missing_global
 
 
 class IntegrityError(BundleError):

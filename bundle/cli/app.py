@@ -13,7 +13,8 @@ Exit codes::
        thresholds (`drift`), or with ``diff --exit-code`` bundles that differ
     2  bad usage: a missing argument, an unknown option, an invalid value (click's convention)
 
-Tracebacks are printed only with ``bundle --debug <command> ...``.
+Tracebacks are printed only with ``bundle --debug <command> ...``; TensorFlow's start-up lines
+only with ``bundle --verbose <command> ...`` (or ``KERAS_BUNDLE_VERBOSE=1``).
 
 `inspect`, `list`, `tag`, `archive`, `sign`, `push`, `pull`, `diff` and `verify --no-load`
 read manifests and files only: they never import TensorFlow or Keras, and start in a
@@ -36,6 +37,7 @@ import click
 import bundle as api
 
 from ..errors import BundleError, BundleWarning
+from ..model.quiet import VERBOSE_ENV
 
 __all__ = ["cli", "main"]
 
@@ -62,7 +64,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         >>> main(["inspect", "models/churn", "--json"])
         0
     """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ info/warning lines
     state = _State()
     args = list(sys.argv[1:] if argv is None else argv)
     with warnings.catch_warnings():
@@ -120,11 +121,16 @@ def _emit_json(data: Any) -> None:
 # ---------------------------------------------------------------------------- the group
 @click.group(context_settings=CONTEXT_SETTINGS)
 @click.option("--debug", is_flag=True, help="Print full tracebacks on errors.")
+@click.option(
+    "--verbose",
+    is_flag=True,
+    help=f"Show TensorFlow's start-up and log lines on stderr (also: {VERBOSE_ENV}=1).",
+)
 @click.version_option(
     api.__version__, "--version", prog_name="keras-bundle", message="%(prog)s %(version)s"
 )
 @click.pass_context
-def cli(ctx: click.Context, debug: bool) -> None:
+def cli(ctx: click.Context, debug: bool, verbose: bool) -> None:
     """Inspect, verify, list, predict with, check drift of, archive, sign, push, pull, tag,
     diff and serve keras-bundles.
 
@@ -136,6 +142,8 @@ def cli(ctx: click.Context, debug: bool) -> None:
     """
     if isinstance(ctx.obj, _State):
         ctx.obj.debug = debug
+    if verbose:  # read when TensorFlow is first imported, after this
+        os.environ[VERBOSE_ENV] = "1"
 
 
 VERSION_OPTION = click.option(

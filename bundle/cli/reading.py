@@ -245,6 +245,10 @@ def _facts(found: _Located) -> dict[str, Any]:
             "executes_code": manifest.model.get("executes_code", False),
             "inputs": manifest.model["inputs"],
             "outputs": manifest.model["outputs"],
+            "size": int(files.get(manifest.model["file"], {}).get("size", 0)),
+            "includes_optimizer": manifest.model.get("includes_optimizer"),
+            "weights_bytes": manifest.model.get("weights_bytes"),
+            "optimizer_bytes": manifest.model.get("optimizer_bytes"),
         },
         "steps": _steps(manifest),
         "custom_objects": [
@@ -291,6 +295,25 @@ def _signature_state(facts: Mapping[str, Any]) -> str:
     )
 
 
+def _model_sizes(model: Mapping[str, Any]) -> str | None:
+    """The model file's size, its weights' and its optimizer state's (stored or left out)."""
+    if model.get("includes_optimizer") is None:  # saved before sizes were recorded
+        return None
+    head = f"{_human_size(model['size'])} on disk: weights {_human_size(model['weights_bytes'])}"
+    state = _human_size(model["optimizer_bytes"])
+    if not model["optimizer_bytes"]:
+        return f"{head}, no optimizer state (not compiled, or never trained)"
+    if model["includes_optimizer"]:
+        return (
+            f"{head} + optimizer state {state} (training resumes where it stopped; "
+            "save(..., include_optimizer=False) leaves it out for serving)"
+        )
+    return (
+        f"{head}; optimizer state ({state}) left out: inference-only, a loaded model "
+        "trains on with a fresh optimizer"
+    )
+
+
 def _render_inspect(
     facts: Mapping[str, Any], schema: InputSchema | None, profile: Profile | None = None
 ) -> str:
@@ -323,6 +346,9 @@ def _render_inspect(
         + (", code in its config: needs trusted=True" if model["executes_code"] else "")
         + ")"
     )
+    sizes = _model_sizes(model)
+    if sizes:
+        out.append(f"  {sizes}")
     out.append(
         _table(
             None,
