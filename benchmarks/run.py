@@ -25,6 +25,7 @@ BENCHMARKS = {
     "drift": "drift_bench.py",  # issue 20: bundle drift on 5M rows, live drift on/off
     "load": "load_bench.py",  # issue 13: the cost of snapshot loads on a large model
     "oci": "oci_bench.py",  # issue 19: push/pull through a registry vs ORAS's SDK
+    "save": "save_bench.py",  # issue 15: inference-only sizes, the cost of proving a save
 }
 
 

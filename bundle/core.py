@@ -99,7 +99,10 @@ class Bundle:
         preprocess: a fitted scikit-learn transformer, or a list of them applied in order.
         postprocess: a fitted object whose ``inverse_transform`` maps model outputs to user
             values: a ``LabelEncoder`` (softmax -> argmax, sigmoid -> 0.5 threshold), a target
-            scaler, a ``LabelBinarizer``.
+            scaler, a ``LabelBinarizer``. For a model with several outputs, a dict keyed by
+            output name, each value one step or a list of them: ``{"species": le,
+            "weight": y_scaler}``; outputs without a step are returned as the model gives
+            them.
         custom_objects: ``{name: object}`` merged with the custom objects found in the model.
         input_example: raw training input (DataFrame, ndarray or dict of them). Its schema
             becomes the input contract; its first 1000 rows and their outputs are stored.
@@ -129,7 +132,7 @@ class Bundle:
             raise TypeError(f"model must be a keras.Model; got {type(model).__name__}.")
         self._model = model
         self._preprocess = _as_steps(preprocess, "preprocess", "transform")
-        self._postprocess = _as_steps(postprocess, "postprocess", "inverse_transform")
+        self._postprocess, self._post_outputs = _postprocess_steps(postprocess, model)
         self._modes = [postprocess_mode(step) for step in self._postprocess]
         self._user_custom_objects = dict(custom_objects or {})
         self._example = input_example
@@ -158,6 +161,11 @@ class Bundle:
     def postprocess(self) -> tuple[Any, ...]:
         """The fitted postprocess steps, in replay order."""
         return tuple(self._postprocess)
+
+    @property
+    def output_names(self) -> list[str]:
+        """The model's output names, in order: what names a list or dict of outputs."""
+        return self._get_engine().output_names
 
     @property
     def input_schema(self) -> InputSchema | None:
@@ -328,6 +336,9 @@ class Bundle:
             save_step(step, directory, stage="postprocess", index=i)
             for i, step in enumerate(self._postprocess)
         ]
+        for record, output in zip(post, self._post_outputs, strict=True):
+            if output is not None:
+                record["output"] = output
         example_record = self._write_example(directory)  # first: it may build the signature
         profile_record = self._write_profile(directory, profile_data)
         inputs, outputs = self._get_engine().signature
@@ -396,19 +407,23 @@ class Bundle:
             return None
         example = golden.head(self._example)
         relative_input = golden.write_example(example, directory)
+        engine = self._get_engine()
         scores = self.predict(example, postprocess=False)
-        scores_path = directory / EXAMPLE_DIR / "scores.npy"
-        golden.write_outputs(scores, scores_path)
-        predictions_relative = None
+        folder = directory / EXAMPLE_DIR
+        scores_file = golden.write_outputs(engine.named(scores), folder / "scores.npy")
+        predictions_file = None
         if self._postprocess:
-            predictions_path = directory / EXAMPLE_DIR / "predictions.npy"
-            if golden.write_outputs(self._get_engine().postprocess(scores), predictions_path):
-                predictions_relative = f"{EXAMPLE_DIR}/predictions.npy"
-        scores_file = "scores.npz" if isinstance(scores, Mapping) else "scores.npy"
+            predictions = engine.named(engine.postprocess(scores))
+            predictions_file = golden.write_outputs(predictions, folder / "predictions.npy")
+        if scores_file is None:
+            raise ModelError(
+                f"The model's outputs on the input example cannot be stored without pickle "
+                f"({_describe_outputs(scores)}): a bundle stores numbers, booleans and text."
+            )
         return {
             "input": relative_input,
             "scores": f"{EXAMPLE_DIR}/{scores_file}",
-            "predictions": predictions_relative,
+            "predictions": f"{EXAMPLE_DIR}/{predictions_file}" if predictions_file else None,
             "rows": n_rows(example),
             "rtol": golden.DEFAULT_RTOL,
             "atol": golden.DEFAULT_ATOL,
@@ -488,6 +503,7 @@ class Bundle:
         are plain arrays: a server builds this for every batch.
         """
         columns: dict[str, Any] = {}
+        scores = self._get_engine().named(scores)
         if isinstance(scores, Mapping):
             for name, value in scores.items():
                 flat = np.asarray(value).reshape(len(value), -1)
@@ -741,6 +757,7 @@ class Bundle:
         bundle._preprocess = [load_step(path, record) for record in manifest.preprocess]
         bundle._postprocess = [load_step(path, record) for record in manifest.postprocess]
         bundle._modes = [record.get("mode", "inverse_transform") for record in manifest.postprocess]
+        bundle._post_outputs = [record.get("output") for record in manifest.postprocess]
         bundle._user_custom_objects = custom
         bundle._example = None
         bundle.name = manifest.name
@@ -759,6 +776,7 @@ class Bundle:
             bundle._modes,
             manifest.model,
             custom_objects=custom,
+            postprocess_outputs=bundle._post_outputs,
         )
         bundle._engine.precision = precision
         bundle._warm_up(run=replay_example)
@@ -817,10 +835,11 @@ class Bundle:
                 raise
             return [Check("example scores", False, f"replay failed: {exc}")]
         tolerance = {"rtol": example["rtol"], "atol": example["atol"]}
+        engine = self._get_engine()
         expected = golden.read_outputs(path / example["scores"])
-        checks = [compare_outputs("example scores", expected, scores, **tolerance)]
+        checks = [compare_outputs("example scores", expected, engine.named(scores), **tolerance)]
         if example.get("predictions"):
-            labels = self._get_engine().postprocess(scores)
+            labels = engine.named(engine.postprocess(scores))
             stored = golden.read_outputs(path / example["predictions"])
             checks.append(compare_outputs("example predictions", stored, labels, **tolerance))
         return checks
@@ -1008,31 +1027,59 @@ class Bundle:
         if result is None:  # no input rows: an empty file with the right columns
             id_frame = pd.DataFrame({column: pd.Series([], dtype="object") for column in ids})
             result = engine._empty_scores()
-        if isinstance(result, Mapping):
-            raise UsageError("predict_file supports single-output models only.")
         out = id_frame.reset_index(drop=True).copy()
-        result = np.asarray(result)
-        if self._postprocess:
-            predictions = np.asarray(engine.postprocess(result))
-            if predictions.ndim == 2 and predictions.shape[1] == 1:
-                predictions = predictions[:, 0]
-            if predictions.ndim == 1:
-                out["prediction"] = predictions
-            else:
-                for i in range(predictions.shape[1]):
-                    out[f"prediction_{i}"] = predictions[:, i]
-        if scores or not self._postprocess:
-            flat = result.reshape(len(result), -1)
-            for i, name in enumerate(self._score_names(flat.shape[1])):
-                out[name] = flat[:, i]
+        for column, values in self._output_columns(result, scores=scores).items():
+            out[column] = values
         return out
 
-    def _score_names(self, width: int) -> list[str]:
-        if self._postprocess and self._modes[0] == "class_ids":
-            classes = list(getattr(self._postprocess[0], "classes_", []))
-            if len(classes) == width:
-                return [f"score_{c}" for c in classes]
-        return ["score"] if width == 1 else [f"score_{i}" for i in range(width)]
+    def _output_columns(self, result: Any, *, scores: bool) -> dict[str, np.ndarray]:
+        """Prediction and score columns of model outputs, for files and tables.
+
+        One output: ``prediction`` (with a postprocess step) and ``score_<class>``. Several:
+        columns named after each output, ``<output>`` for its prediction (postprocessed, or
+        the model's values when it has no step) and ``<output>_score_<class>`` for the
+        scores of a postprocessed one (with `scores`). Arrays wider than one value per row
+        get ``_<i>`` suffixes.
+        """
+        engine = self._get_engine()
+        named = engine.named(result)
+        if not isinstance(named, Mapping):
+            columns: dict[str, np.ndarray] = {}
+            result = np.asarray(result)
+            if self._postprocess:
+                columns.update(_spread("prediction", engine.postprocess(result)))
+            if scores or not self._postprocess:
+                flat = result.reshape(len(result), -1)
+                for i, name in enumerate(self._score_names(flat.shape[1])):
+                    columns[name] = flat[:, i]
+            return columns
+        predictions = engine.named(engine.postprocess(result)) if self._postprocess else {}
+        columns = {}
+        for output, values in named.items():
+            decoded = output in self._post_outputs
+            if decoded:
+                columns.update(_spread(output, predictions[output]))
+            if scores or not decoded:
+                flat = np.asarray(values).reshape(len(values), -1)
+                names = (
+                    self._score_names(flat.shape[1], output, prefix=f"{output}_")
+                    if decoded
+                    else _spread_names(output, flat.shape[1])
+                )
+                for i, name in enumerate(names):
+                    columns[name] = flat[:, i]
+        return columns
+
+    def _score_names(self, width: int, output: str | None = None, prefix: str = "") -> list[str]:
+        for step, mode, target in zip(
+            self._postprocess, self._modes, self._post_outputs, strict=True
+        ):
+            if target == output:
+                classes = list(getattr(step, "classes_", [])) if mode == "class_ids" else []
+                if len(classes) == width:
+                    return [f"{prefix}score_{c}" for c in classes]
+                break
+        return [f"{prefix}score"] if width == 1 else [f"{prefix}score_{i}" for i in range(width)]
 
     def validate(self, raw: Any, *, strict: bool = False) -> list[str]:
         """Every problem the input contract finds in `raw`, without predicting ([] if none)."""
@@ -1056,8 +1103,24 @@ class Bundle:
                 self._postprocess,
                 self._modes,
                 custom_objects=custom,
+                postprocess_outputs=self._post_outputs,
             )
         return self._engine
+
+
+def _spread(name: str, values: Any) -> dict[str, np.ndarray]:
+    """One column `name` for one value per row, else ``name_<i>`` per value."""
+    values = np.asarray(values)
+    if values.ndim == 2 and values.shape[1] == 1:
+        values = values[:, 0]
+    if values.ndim == 1:
+        return {name: values}
+    flat = values.reshape(len(values), -1)
+    return dict(zip(_spread_names(name, flat.shape[1]), flat.T, strict=True))
+
+
+def _spread_names(name: str, width: int) -> list[str]:
+    return [name] if width == 1 else [f"{name}_{i}" for i in range(width)]
 
 
 def _score_columns(flat: np.ndarray, names: Sequence[str]) -> dict[str, np.ndarray]:
@@ -1083,6 +1146,57 @@ def _as_steps(value: Any, argument: str, method: str) -> list[Any]:
             )
         _check_fitted(step, f"{argument}[{index}]")
     return steps
+
+
+def _postprocess_steps(value: Any, model: Any) -> tuple[list[Any], list[str | None]]:
+    """The postprocess steps in replay order, and the model output each one is for.
+
+    A dict keys the steps by output name (a model with several outputs); anything else is
+    for the model's only output, and refused for a model with several.
+    """
+    names = _model_output_names(model)
+    if isinstance(value, Mapping):
+        unknown = [key for key in value if names is not None and str(key) not in names]
+        if unknown:
+            raise UsageError(
+                f"postprocess names {len(unknown)} output(s) the model does not have: "
+                f"{', '.join(map(repr, unknown))}. Its outputs: "
+                f"{', '.join(map(repr, names or []))}. Key postprocess by output name."
+            )
+        steps: list[Any] = []
+        outputs: list[str | None] = []
+        for key, steps_of_output in value.items():
+            found = _as_steps(steps_of_output, f"postprocess[{key!r}]", "inverse_transform")
+            steps += found
+            outputs += [str(key)] * len(found)
+        return steps, outputs
+    steps = _as_steps(value, "postprocess", "inverse_transform")
+    if steps and names is not None and len(names) > 1:
+        raise UsageError(
+            f"The model has {len(names)} outputs ({', '.join(map(repr, names))}), so postprocess "
+            "must say which output each step is for: a dict keyed by output name, e.g. "
+            f"postprocess={{{names[0]!r}: label_encoder}}. Outputs without a step are returned "
+            "as the model gives them."
+        )
+    return steps, [None] * len(steps)
+
+
+def _model_output_names(model: Any) -> list[str] | None:
+    """The names of a built model's outputs; None when unknown before its first call."""
+    from .model import model_signature
+
+    try:
+        return [str(spec["name"]) for spec in model_signature(model)[1]]
+    except BundleError:
+        return None
+
+
+def _describe_outputs(result: Any) -> str:
+    if isinstance(result, Mapping):
+        return ", ".join(f"{k}: {np.asarray(v).dtype}" for k, v in result.items())
+    if isinstance(result, (list, tuple)):
+        return ", ".join(str(np.asarray(v).dtype) for v in result)
+    return f"dtype {np.asarray(result).dtype}"
 
 
 def _check_fitted(step: Any, where: str) -> None:

@@ -37,13 +37,16 @@ class Engine:
         model_record: Mapping[str, Any] | None = None,
         *,
         custom_objects: Mapping[str, Any] | None = None,
+        postprocess_outputs: Sequence[str | None] | None = None,
     ):
         from .model import InferenceFunction
 
         self.custom_objects = dict(custom_objects or {})
         self.model = model
         self.preprocess = Preprocessor(preprocess)
-        self.postprocess = Postprocessor(postprocess, modes)
+        self.postprocess = Postprocessor(
+            postprocess, modes, postprocess_outputs, output_names=lambda: self.output_names
+        )
         self._model_record = model_record
         self._function_cls = InferenceFunction
         self._functions: dict[str, InferenceFunction] = {}
@@ -61,6 +64,19 @@ class Engine:
 
             self._signature = model_signature(self.model)
         return self._signature
+
+    @property
+    def output_names(self) -> list[str]:
+        """The model's output names, in the order of its outputs."""
+        return [str(spec["name"]) for spec in self.signature[1]]
+
+    def named(self, result: Any) -> Any:
+        """Outputs keyed by output name (a list or dict of them); one output as it is."""
+        if isinstance(result, Mapping):
+            return {str(name): value for name, value in result.items()}
+        if isinstance(result, (list, tuple)):
+            return dict(zip(self.output_names, result, strict=True))
+        return result
 
     def _ensure_signature(self, first_input: Any) -> None:
         if self._signature is None:
@@ -181,7 +197,11 @@ class Engine:
             spec["name"]: np.zeros([0, *(d or 0 for d in spec["shape"][1:])], spec["dtype"])
             for spec in outputs
         }
-        return next(iter(arrays.values())) if len(arrays) == 1 else arrays
+        if len(arrays) == 1:
+            return next(iter(arrays.values()))
+        from .model import output_structure
+
+        return arrays if output_structure(self.model) == "dict" else list(arrays.values())
 
     def _check_model_input(self, x: Any) -> Any:
         """Cast the preprocessed input to the model's dtype, refusing shapes it cannot take."""

@@ -79,19 +79,26 @@ def storable(values: Any) -> np.ndarray | None:
     return array if array.dtype.kind in "biufcUSM" else None
 
 
-def write_outputs(outputs: Any, path: Path) -> bool:
-    """Write model outputs (an array, or a dict of arrays) to `path` (.npy / .npz)."""
+def write_outputs(outputs: Any, path: Path) -> str | None:
+    """Write model outputs (an array, or a dict of arrays by output name) next to `path`.
+
+    One array is written to `path` (``.npy``), several to `path` with suffix ``.npz``.
+
+    Returns:
+        The name of the file written, or None when a value cannot be stored without pickle.
+    """
     if isinstance(outputs, Mapping):
-        arrays = {key: storable(value) for key, value in outputs.items()}
+        arrays = {str(key): storable(value) for key, value in outputs.items()}
         if any(value is None for value in arrays.values()):
-            return False
-        np.savez(path.with_suffix(".npz"), **arrays)
-        return True
+            return None
+        target = path.with_suffix(".npz")
+        np.savez(target, **arrays)
+        return target.name
     array = storable(outputs)
     if array is None:
-        return False
+        return None
     np.save(path, array, allow_pickle=False)
-    return True
+    return path.name
 
 
 def read_outputs(path: Path) -> Any:

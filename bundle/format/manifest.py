@@ -270,11 +270,11 @@ def check_parts(manifest: Manifest, *, source: str) -> None:
         if not model[side]:
             problems.append(f"model/{side}: a model has at least one; the list is empty")
         for index, tensor in enumerate(model[side]):
-            try:
+            try:  # "string": a Keras string tensor (text models)
                 dtype = np.dtype(tensor["dtype"])
                 known = dtype.fields is None and dtype.subdtype is None
             except (TypeError, ValueError):
-                known = False
+                known = tensor["dtype"] == "string"
             if not known:
                 problems.append(f"model/{side}/{index}: unknown dtype {tensor['dtype']!r}")
             if any(d is not None and d < 0 for d in tensor["shape"]):
@@ -300,7 +300,7 @@ def check_parts(manifest: Manifest, *, source: str) -> None:
             listed("example/input", example["input"], EXAMPLE_SUFFIXES)
         listed("example/scores", example["scores"], (".npy", ".npz"))
         if example["predictions"] is not None:
-            listed("example/predictions", example["predictions"], (".npy",))
+            listed("example/predictions", example["predictions"], (".npy", ".npz"))
     if manifest.profile is not None:
         listed("profile/file", manifest.profile["file"], (".json",))
         listed("profile/arrays", manifest.profile["arrays"], (".npz",))

@@ -9,7 +9,7 @@ from .failures import describe_batch, missing_globals, model_failure, unresolved
 from .inference import InferenceFunction
 from .keras_io import import_keras, load_model, save_model
 from .precision import PRECISIONS, reduced_precision
-from .signature import model_signature
+from .signature import model_signature, output_structure
 
 __all__ = [
     "PRECISIONS",
@@ -20,6 +20,7 @@ __all__ = [
     "missing_globals",
     "model_failure",
     "model_signature",
+    "output_structure",
     "reduced_precision",
     "save_model",
     "unresolved_globals_error",

@@ -9,7 +9,7 @@ import numpy as np
 
 from ..errors import ModelError
 
-__all__ = ["model_signature"]
+__all__ = ["model_signature", "output_structure"]
 
 
 def _tensor_spec(tensor: Any, fallback_name: str) -> dict[str, Any]:
@@ -29,7 +29,7 @@ def model_signature(model: Any, sample_input: Any = None) -> tuple[list[dict], l
     except (AttributeError, ValueError):
         inputs, outputs = [], []
     if inputs and outputs:
-        output_names = list(getattr(model, "output_names", None) or [])
+        output_names = _output_names(model, len(outputs))
         output_specs = [_tensor_spec(t, f"output_{i}") for i, t in enumerate(outputs)]
         if len(output_names) == len(output_specs):
             output_specs = [
@@ -43,6 +43,35 @@ def model_signature(model: Any, sample_input: Any = None) -> tuple[list[dict], l
             "Pass input_example= (raw training rows) so the bundle can call it once."
         )
     return _signature_from_call(model, sample_input)
+
+
+def _output_names(model: Any, count: int) -> list[str]:
+    """The names a functional model's outputs answer to, in the order of `model.outputs`.
+
+    Dict outputs are named by their keys (what the model returns), in Keras' flattening
+    order; list and tuple outputs by their layers (``model.output_names``).
+    """
+    structure = getattr(model, "_outputs_struct", None)
+    if isinstance(structure, Mapping) and len(structure) == count:
+        from .keras_io import import_keras
+
+        return [str(key) for key in import_keras().tree.flatten({k: k for k in structure})]
+    return [str(name) for name in getattr(model, "output_names", None) or []]
+
+
+def output_structure(model: Any, result: Any = None) -> str:
+    """How the model returns its outputs: ``"single"``, ``"list"`` or ``"dict"``.
+
+    From a functional model's output structure, else from a `result` it returned.
+    """
+    structure = getattr(model, "_outputs_struct", None)
+    if structure is None:
+        structure = result
+    if isinstance(structure, Mapping):
+        return "dict"
+    if isinstance(structure, (list, tuple)) and len(structure) != 1:
+        return "list"
+    return "single"
 
 
 def _signature_from_call(model: Any, sample_input: Any) -> tuple[list[dict], list[dict]]:

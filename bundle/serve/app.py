@@ -35,6 +35,7 @@ from .protocol import (
     parse_json,
     read_tensor,
 )
+from .served import named_results
 from .service import (
     DEFAULT_MAX_BATCH_SIZE,
     DEFAULT_MAX_BODY_BYTES,
@@ -311,6 +312,8 @@ async def _predict_request(request: Request, server: Service, arrival: Arrival) 
         raw, strict=strict, with_scores=False, arrival=arrival
     )
     request.scope["state"]["rows"] = rows
+    if isinstance(predictions, (list, tuple)):  # several model outputs: by output name
+        predictions = named_results(predictions, "predictions", server.served.output_names)
     return _json_response({"predictions": jsonable(predictions)})
 
 

@@ -12,6 +12,7 @@ from bundle import SchemaError
 
 from .protocol import datatype_of
 
+SCORES_SUFFIX = "_scores"  # <output>_scores: the scores of an output decoded by its step
 _KIND_DATATYPES = {"string": "BYTES", "categorical": "BYTES", "datetime": "BYTES", "any": "BYTES"}
 
 
@@ -38,6 +39,8 @@ class Served:
     outputs: dict[str, Tensor] = field(default_factory=dict)
     default_outputs: list[str] = field(default_factory=list)
     has_postprocess: bool = False
+    output_names: list[str] = field(default_factory=list)
+    decoded_outputs: list[str] = field(default_factory=list)  # outputs with their own step
 
     @classmethod
     def of(cls, loaded: Any) -> Served:
@@ -52,13 +55,34 @@ class Served:
             schema_dict=schema_dict,
             inputs=_input_tensors(schema_dict, manifest.model["inputs"]),
             has_postprocess=bool(manifest.postprocess),
+            decoded_outputs=[str(r["output"]) for r in manifest.postprocess if r.get("output")],
         )
         served._outputs_from_manifest(manifest.model["outputs"])
         return served
 
     # ------------------------------------------------------------------ outputs
     def _outputs_from_manifest(self, specs: list[dict[str, Any]]) -> None:
-        """Output tensors as far as the manifest tells (refined by `learn_outputs`)."""
+        """Output tensors as far as the manifest tells (refined by `learn_outputs`).
+
+        One model output: ``predictions`` (and ``scores`` with a postprocess step). Several:
+        one tensor per model output, named after it, holding its prediction (postprocessed
+        where it has a step), and ``<output>_scores`` for the scores of the decoded ones.
+        """
+        self.output_names = [str(spec["name"]) for spec in specs]
+        if len(specs) > 1:
+            decoded = set(self.decoded_outputs)
+            for spec in specs:
+                name, dims = str(spec["name"]), _dims(spec["shape"])
+                datatype = "BYTES" if name in decoded else datatype_of(spec["dtype"])
+                self.outputs[name] = Tensor(name, datatype, dims if name not in decoded else [-1])
+            for spec in specs:
+                if spec["name"] in decoded:
+                    scores = f"{spec['name']}{SCORES_SUFFIX}"
+                    self.outputs[scores] = Tensor(
+                        scores, datatype_of(spec["dtype"]), _dims(spec["shape"])
+                    )
+            self.default_outputs = list(self.output_names)
+            return
         raw = {
             spec["name"]: Tensor(spec["name"], datatype_of(spec["dtype"]), _dims(spec["shape"]))
             for spec in specs
@@ -75,16 +99,30 @@ class Served:
             self.outputs = raw
             self.default_outputs = list(raw)
 
+    def produced(self, predictions: Any, scores: Any) -> dict[str, Any]:
+        """The output tensors of one prediction, by name (scores: None when not computed)."""
+        named = named_results(predictions, "predictions", self.output_names)
+        if scores is not None and self.has_postprocess:
+            if len(self.output_names) > 1:
+                decoded = set(self.decoded_outputs)
+                named.update(
+                    (f"{name}{SCORES_SUFFIX}", value)
+                    for name, value in named_results(scores, "scores", self.output_names).items()
+                    if name in decoded
+                )
+            else:
+                named.update(named_results(scores, "scores", self.output_names))
+        return named
+
     def learn_outputs(self, predictions: Any, scores: Any) -> None:
         """Take output datatypes and shapes from a real prediction (the warm-up's)."""
-        named = named_results(predictions, "predictions")
-        if scores is not None and self.has_postprocess:
-            named.update(named_results(scores, "scores"))
-        for name, array in named.items():
+        for name, array in self.produced(predictions, scores).items():
             array = np.asarray(array)
             self.outputs[name] = Tensor(name, datatype_of(array.dtype), [-1, *array.shape[1:]])
         if not self.has_postprocess:
-            self.default_outputs = list(named_results(predictions, "predictions"))
+            self.default_outputs = list(
+                named_results(predictions, "predictions", self.output_names)
+            )
 
     # ------------------------------------------------------------------ inputs
     def coerce(self, raw: Any, *, strict: bool) -> tuple[Any, int]:
@@ -160,10 +198,13 @@ def _dims(shape: list[int | None]) -> list[int]:
     return [-1 if dim is None else int(dim) for dim in shape]
 
 
-def named_results(result: Any, default: str) -> dict[str, Any]:
+def named_results(result: Any, default: str, names: list[str] | None = None) -> dict[str, Any]:
+    """Outputs by name: a dict's keys, a list's output `names`, or `default` for one."""
     if isinstance(result, Mapping):
         return {str(key): value for key, value in result.items()}
     if isinstance(result, (list, tuple)):
+        if names is not None and len(names) == len(result):
+            return dict(zip(names, result, strict=True))
         return {f"{default}_{i}": value for i, value in enumerate(result)}
     return {default: result}
 

@@ -19,7 +19,7 @@ from .drift import LiveDrift
 from .logs import flush_access_log, logger
 from .metrics import Metrics
 from .protocol import RequestError
-from .served import Served, named_results
+from .served import Served
 from .tuning import settle
 
 DEFAULT_MAX_BATCH_SIZE = 256  # rows per model call
@@ -381,9 +381,7 @@ class Service:
         predictions, scores, rows = await self.predict(
             raw, strict=True, with_scores=with_scores, arrival=arrival
         )
-        produced = named_results(predictions, "predictions")
-        if scores is not None and served.has_postprocess:
-            produced.update(named_results(scores, "scores"))
+        produced = served.produced(predictions, scores)
         return {name: produced[name] for name in outputs}, rows
 
 

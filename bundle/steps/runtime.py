@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -103,28 +103,63 @@ def _compile_all(steps: Sequence[Any], dtype: Any) -> list[Callable[[Any], Any]]
 
 
 class Postprocessor:
-    """The postprocess steps: model outputs in, user values (labels, original units) out."""
+    """The postprocess steps: model outputs in, user values (labels, original units) out.
 
-    def __init__(self, steps: Sequence[Any], modes: Sequence[str]):
+    Steps apply to the model's only output, or, for a model with several outputs, each to
+    the output it is for (`outputs`, one name per step): ``postprocess={"species": le,
+    "weight": y_scaler}``. Outputs without a step come back as the model gave them, in the
+    model's structure (a list stays a list, a dict a dict).
+    """
+
+    def __init__(
+        self,
+        steps: Sequence[Any],
+        modes: Sequence[str],
+        outputs: Sequence[str | None] | None = None,
+        output_names: Callable[[], Sequence[str]] | None = None,
+    ):
         self.steps = list(steps)
         self.modes = list(modes)
+        self.outputs = list(outputs) if outputs is not None else [None] * len(self.steps)
+        # The model's output names, in order: read when a list of outputs comes in.
+        self.output_names = output_names
 
-    def _empty(self, outputs: np.ndarray) -> np.ndarray:
-        return _empty_like_output(self.steps[-1], outputs)
+    @property
+    def per_output(self) -> bool:
+        """True when the steps are keyed by model output name."""
+        return any(name is not None for name in self.outputs)
 
-    def __call__(self, outputs: np.ndarray) -> Any:
+    def __call__(self, outputs: Any) -> Any:
+        if not self.per_output:
+            return self._chain(range(len(self.steps)), outputs)
+        if isinstance(outputs, Mapping):
+            return {name: self._for(str(name), value) for name, value in outputs.items()}
+        names = list(self.output_names() if self.output_names is not None else [])
+        if isinstance(outputs, (list, tuple)):
+            return [self._for(name, value) for name, value in zip(names, outputs, strict=True)]
+        return self._for(names[0] if names else self.outputs[0], outputs)
+
+    def _for(self, name: str, values: Any) -> Any:
+        """One output through the steps for it (none: as it is)."""
+        chosen = [i for i, output in enumerate(self.outputs) if output == name]
+        return self._chain(chosen, values, output=name) if chosen else values
+
+    def _chain(self, indices: Any, outputs: Any, output: str | None = None) -> Any:
+        indices = list(indices)
         values: Any = outputs
-        if self.steps and len(np.asarray(outputs)) == 0:
-            return self._empty(np.asarray(outputs))
-        for index, (step, mode) in enumerate(zip(self.steps, self.modes, strict=True)):
+        if indices and len(np.asarray(outputs)) == 0:
+            return _empty_like_output(self.steps[indices[-1]], np.asarray(outputs))
+        for index in indices:
+            step, mode = self.steps[index], self.modes[index]
             try:
                 decoded = _class_ids(values) if mode == "class_ids" else values
                 values = _decode_replay(step, decoded)
                 if values is None:
                     values = step.inverse_transform(decoded)
             except Exception as exc:
+                where = f"model output {output!r}" if output is not None else "the model's outputs"
                 raise StepError(
-                    f"Postprocess step {index} ({class_path(step)}) failed on the model's outputs "
+                    f"Postprocess step {index} ({class_path(step)}) failed on {where} "
                     f"of shape {np.shape(values)}: {type(exc).__name__}: {exc}",
                     step=f"postprocess[{index}] {class_path(step)}",
                 ) from exc
