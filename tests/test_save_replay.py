@@ -133,7 +133,9 @@ def test_each_fix_saves_and_replays_in_a_fresh_process(tmp_path):
         "argument": keras.Sequential(
             [
                 keras.Input((4,)),
-                keras.layers.Lambda(lambda t, scale: t * scale, arguments={"scale": 0.5}),
+                keras.layers.Lambda(
+                    lambda t, scale: t * scale, arguments={"scale": 0.5}, name="scaled"
+                ),
                 keras.layers.Dense(1),
             ]
         ),
