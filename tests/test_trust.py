@@ -526,6 +526,73 @@ def test_registered_objects_of_an_installed_package_load_without_trust(hostile, 
     assert float(difference) <= 1e-6 and module == "kbevil.layers"
 
 
+def _keras_api_function(module, name):
+    return {"module": module, "class_name": "function", "config": name, "registered_name": None}
+
+
+@pytest.mark.parametrize(
+    ("module", "name", "argument"),
+    [
+        ("keras.config", "set_floatx", "float16"),  # every later model in the process
+        ("keras", "config.set_image_data_format", "channels_first"),
+        ("keras.datasets.mnist", "load_data", "mnist.npz"),  # a download from the network
+    ],
+)
+def test_public_keras_functions_outside_modeling_are_not_called_from_the_file(
+    functional_base, tmp_path, module, name, argument
+):
+    """Keras resolves a function node to any public Keras function outside its short deny
+    list: a built-in Activation layer called on a constant called keras.config.set_floatx
+    under trusted=False and changed the process's float type for every later model."""
+    import keras
+
+    target = _hostile(
+        functional_base,
+        tmp_path / "root" / "1",
+        layers=[
+            _called_on_a_constant(
+                "Activation", "act", {"activation": _keras_api_function(module, name)}, argument
+            )
+        ],
+    )
+    before = (keras.config.floatx(), keras.config.image_data_format())
+    try:
+        with pytest.raises(UnsafeLoadError) as caught:
+            Bundle.load(target)
+        after = (keras.config.floatx(), keras.config.image_data_format())
+    finally:
+        keras.config.set_floatx(before[0])
+        keras.config.set_image_data_format(before[1])
+    assert after == before
+    message = str(caught.value)
+    assert f"Keras function '{module}.{name}' (not a modeling function" in message
+    assert "Bundle.load(path, trusted=True)" in message
+
+
+def test_the_keras_function_payload_is_real_with_trust(functional_base, tmp_path):
+    """Control: with trust, Keras does call keras.config.set_floatx from the file."""
+    import keras
+
+    target = _hostile(
+        functional_base,
+        tmp_path / "root" / "1",
+        layers=[
+            _called_on_a_constant(
+                "Activation",
+                "act",
+                {"activation": _keras_api_function("keras.config", "set_floatx")},
+                "float16",
+            )
+        ],
+    )
+    try:
+        Bundle.load(target, trusted=True)
+        changed = keras.config.floatx()
+    finally:
+        keras.config.set_floatx("float32")
+    assert changed == "float16"
+
+
 # ---------------------------------------------------------------------------- compile only
 # Issue 21: a loss and a metric defined in a training script's __main__ are stored by value,
 # yet prediction never uses them: the bundle loads without trust, without compile state.

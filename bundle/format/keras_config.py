@@ -31,8 +31,19 @@ CODE_CLASSES = {
     "TFSMLayer": ("TFSMLayer", "it loads and runs a TensorFlow graph from a path in the file"),
     "__lambda__": ("serialized lambda", "its Python bytecode runs"),
 }
+# Keras resolves ``{"class_name": "function", "module": "keras.<namespace>", "config": name}``
+# to any public Keras function, minus a short deny list (keras.saving.serialization_lib's
+# NON_MODELING_APIS): `keras.config.set_floatx`, `keras.datasets.mnist.load_data` (a network
+# download) and the like would be called with arguments from the file. Keras writes its own
+# functions with module "builtins"; a keras.* module is taken only from these namespaces.
+MODELING_NAMESPACES = frozenset(
+    {
+        "activations", "constraints", "initializers", "layers", "losses", "metrics", "ops",
+        "optimizers", "random", "regularizers",
+    }
+)  # fmt: skip
 
-__all__ = ["CODE_CLASSES", "ModelConfig", "read_model_config"]
+__all__ = ["CODE_CLASSES", "MODELING_NAMESPACES", "ModelConfig", "read_model_config"]
 
 
 @dataclass(frozen=True)
@@ -136,5 +147,25 @@ def _audit(config: Any, name: str) -> tuple[list[str], set[str]]:
                 kind, why = CODE_CLASSES[node["class_name"]]
                 named = f"{kind} {label!r}" if isinstance(label, str) else f"a {kind}"
                 code.append(f"{named} ({why})")
+            function = None if inside_code else _keras_api_function(node)
+            if function is not None:
+                code.append(
+                    f"Keras function {function!r} (not a modeling function: Keras would call "
+                    "it with arguments taken from the file)"
+                )
             stack.extend((child, depth + 1, inside_code or is_code) for child in node.values())
     return code, strings
+
+
+def _keras_api_function(node: dict[str, Any]) -> str | None:
+    """The public Keras function outside `MODELING_NAMESPACES` that a function node names."""
+    module, name = node.get("module"), node.get("config")
+    if node.get("class_name") != "function" or not isinstance(module, str):
+        return None
+    if not isinstance(name, str) or not (module == "keras" or module.startswith("keras.")):
+        return None
+    api = f"{module}.{name}"
+    parts = api.split(".")
+    if len(parts) > 2 and parts[1] in MODELING_NAMESPACES:
+        return None
+    return api
