@@ -14,6 +14,7 @@ import scipy.special
 from scipy import sparse
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.compose import ColumnTransformer, make_column_selector
+from sklearn.feature_extraction.text import CountVectorizer, HashingVectorizer, TfidfVectorizer
 from sklearn.impute import MissingIndicator, SimpleImputer
 from sklearn.pipeline import FeatureUnion, Pipeline
 from sklearn.preprocessing import (
@@ -725,6 +726,31 @@ def test_read_refuses_unknown_class_and_lists_known_codecs(log_step):
         read_native(log_step)
     assert "sklearn.preprocessing.StandardScaler" in str(info.value)
     assert "evil" not in sys.modules
+
+
+@pytest.mark.parametrize("vectorizer", [CountVectorizer, TfidfVectorizer, HashingVectorizer])
+@pytest.mark.parametrize("source", ["filename", "file"])
+def test_read_refuses_a_vectorizer_that_would_open_the_files_its_input_names(
+    tmp_path, vectorizer, source
+):
+    """input='filename' makes transform open() every document as a path: a hand-edited step
+    read a server's files named by a request (and hung on /dev/zero). write_native refuses
+    it; the reader must too, before anything reads the input."""
+    secret = tmp_path / "secret.txt"
+    secret.write_text("alpha beta\n")
+    path = tmp_path / "text.npz"
+    write_native(vectorizer().fit(["alpha beta", "gamma delta"]), path)
+
+    def edit(params):
+        params["root"]["params"]["input"] = source
+
+    _rewrite_params(path, edit)
+    with pytest.raises(
+        UnsupportedFormatError,
+        match=rf"text\.npz stores a {vectorizer.__name__} with a configuration no native step "
+        rf"holds: input='{source}' reads files named in the input at prediction time",
+    ):
+        read_native(path)
 
 
 def test_read_refuses_unknown_attribute(log_step):

@@ -514,6 +514,15 @@ class _Reader:
         _refuse_unknown(kind, "parameter", set(params) - allowed, self.path)
         _refuse_unknown(kind, "fitted attribute", set(node["state"]) - _state(kind), self.path)
         obj = kind.cls(**params)
+        refused = kind.refuse(obj) if kind.refuse else None
+        if refused:  # written by hand: write_native never stores such a configuration
+            raise UnsupportedFormatError(
+                f"{self.path.name} stores a {kind.cls.__name__} with a configuration no native "
+                f"step holds: {refused}. Nothing was read from the input's files. The file "
+                "was altered or written by another tool: restore the bundle from its release.",
+                found=refused,
+                supported=sorted(KINDS_BY_NAME),
+            )
         self.objects[int(node["id"])] = obj
         for name, value in node["state"].items():
             decoded = self.decode(value)
