@@ -255,6 +255,50 @@ def test_absent_columns_count_as_missing(profile):
     assert report["visits"].missing_current == 1.0 and report["visits"].drifted
 
 
+def _input_drift(profile, frame):
+    accumulator = DriftAccumulator(profile, outputs=False)
+    accumulator.update(frame)
+    return accumulator.report(None, label="bundle 'events' 1")
+
+
+def _datetimes(n, seed, *, start="2024-01-01"):
+    rng = np.random.default_rng(seed)
+    return pd.Timestamp(start) + pd.to_timedelta(rng.integers(0, 365 * 24, n), unit="h")
+
+
+@pytest.mark.parametrize(
+    "as_sent",
+    [
+        lambda when: when.dt.strftime("%Y-%m-%dT%H:%M:%S"),  # JSON records, a server's requests
+        lambda when: when.astype(str),  # a CSV column read as text
+        lambda when: when.dt.tz_localize("UTC").dt.tz_convert("Europe/Paris").astype(str),
+    ],
+    ids=["iso", "csv-text", "offsets"],
+)
+def test_datetimes_sent_as_text_are_read_as_the_contract_reads_them(as_sent):
+    """A datetime column reached drift as ISO-8601 text (CSV, JSON Lines, records, a
+    server's requests) and counted 100% missing: a drift on every unchanged file."""
+    schema = {"kind": "tabular", "columns": [{"name": "when", "kind": "datetime"}]}
+    training = pd.DataFrame({"when": _datetimes(5_000, seed=1)})
+    profile = build_profile(schema, training)
+    same = pd.DataFrame({"when": _datetimes(2_000, seed=2)})
+    later = pd.DataFrame({"when": _datetimes(2_000, seed=2, start="2025-06-01")})
+
+    typed = _input_drift(profile, same)["when"]
+    texted = _input_drift(profile, same.assign(when=as_sent(same["when"])))["when"]
+    assert texted.missing_current == 0.0 and not texted.drifted, texted.reasons
+    assert (texted.psi, texted.ks) == pytest.approx((typed.psi, typed.ks), abs=1e-12)
+    shifted = _input_drift(profile, later.assign(when=as_sent(later["when"])))["when"]
+    assert shifted.drifted and shifted.out_of_range_share == 1.0, shifted.reasons
+
+
+def test_text_that_is_no_datetime_still_counts_as_missing():
+    schema = {"kind": "tabular", "columns": [{"name": "when", "kind": "datetime"}]}
+    profile = build_profile(schema, pd.DataFrame({"when": _datetimes(1_000, seed=3)}))
+    frame = pd.DataFrame({"when": ["2024-02-30", "yesterday", None, "2024-03-01"] * 50})
+    assert _input_drift(profile, frame)["when"].missing_current == 0.75
+
+
 # --------------------------------------------------------------------------- accumulator
 
 

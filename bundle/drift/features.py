@@ -13,6 +13,7 @@ Category keys are text: ``str(value)``, and ``"True"``/``"False"`` for booleans.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -225,8 +226,26 @@ def numbers(series: Any) -> np.ndarray:
         values = series.to_numpy(dtype=np.float64, na_value=np.nan)
     else:
         values = pd.to_numeric(series, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+        values = _with_datetimes(series, values)
     if values.size and not np.isfinite(values).all():
         values = np.where(np.isfinite(values), values, np.nan)
+    return values
+
+
+def _with_datetimes(series: pd.Series, values: np.ndarray) -> np.ndarray:
+    """`values` with those that are no numbers but ISO-8601 datetimes (or date objects)
+    read as their seconds: CSV, JSON and a server's requests bring datetime columns as
+    text, which the input contract parses, so drift must read them the same way."""
+    unparsed = np.isnan(values) & ~pd.isna(series).to_numpy()
+    if not unparsed.any():
+        return values
+    values = values.copy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # mixed offsets, mixed types: counted, not fatal
+        parsed = pd.to_datetime(
+            series[unparsed], errors="coerce", utc=True, format="ISO8601"
+        ).dt.tz_localize(None)
+    values[unparsed] = _seconds(pd.Series(parsed))
     return values
 
 
