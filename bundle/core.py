@@ -492,7 +492,9 @@ class Bundle:
         else:
             arrays = isinstance(data, np.ndarray) or hasattr(data, "iloc")
             columnar = isinstance(data, Mapping) and _is_columnar(data)
-            if (kind == "multi" and columnar) or (kind in ("array", None) and arrays):
+            if (kind == "multi" and columnar and _batched(data, self._schema)) or (
+                kind in ("array", None) and arrays and _batched(data, self._schema)
+            ):
                 return data
         return self._coerce(data, strict=False)
 
@@ -1128,6 +1130,19 @@ def _score_columns(flat: np.ndarray, names: Sequence[str]) -> dict[str, np.ndarr
     if flat.shape[1] > MAX_PROFILED_SCORES:
         return {"score_max": flat.max(axis=1)}
     return {name: flat[:, i] for i, name in enumerate(names)}
+
+
+def _batched(data: Any, schema: InputSchema | None) -> bool:
+    """True when every array of `data` has the batch axis of its input's schema, so drift can
+    read it as it is: one sample without it, or a flattened image, goes through the contract
+    (a batch of one, or its refusal), never read as rows of another shape."""
+    shape = getattr(schema, "shape", None)
+    if shape is not None:
+        return np.ndim(data) == len(shape) + 1
+    inputs = getattr(schema, "inputs", None)
+    if isinstance(data, Mapping) and inputs is not None:
+        return all(_batched(data[name], inputs.get(name)) for name in data)
+    return True
 
 
 def _is_columnar(data: Mapping[str, Any]) -> bool:

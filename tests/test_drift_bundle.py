@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from conftest import REPO, make_tabular_frame, run_python
 
-from bundle import Bundle, BundleError, IntegrityError
+from bundle import Bundle, BundleError, IntegrityError, SchemaError
 from bundle.cli import main
 from bundle.drift import DriftThresholds
 
@@ -139,6 +139,23 @@ def test_the_image_bundle_is_profiled_per_channel(image_bundle, image_data):
     darker = (images // 3).astype(np.uint8)
     report = loaded.drift(darker, thresholds={"min_rows": 10})
     assert report.features[0].name == "input[c0] mean" and report.features[0].drifted
+
+
+def test_one_image_without_the_batch_axis_is_one_row_and_a_flattened_batch_is_refused(
+    image_bundle, image_data
+):
+    """Drift read an (8, 8, 1) sample as 8 rows of another shape, and a flattened (n, 64)
+    batch as pixels of one channel: silent garbage where predict adds the batch axis or
+    refuses with a reshape hint."""
+    path, _ = image_bundle
+    loaded = Bundle.load(path)
+    images, _ = image_data
+    one = loaded.drift(images[0], thresholds={"min_rows": 1})
+    batch_of_one = loaded.drift(images[:1], thresholds={"min_rows": 1})
+    assert one.rows == 1
+    assert one.to_json() == batch_of_one.to_json()
+    with pytest.raises(SchemaError, match=r"64 = 8\*8\*1: the image looks flattened"):
+        loaded.drift(images.reshape(len(images), -1))
 
 
 # --------------------------------------------------------------------------- the command
