@@ -93,6 +93,21 @@ def test_a_planted_shift_is_found_in_a_file_and_ranked_first(drift_bundle, files
     assert report["visits"].out_of_range_share > 0.2
 
 
+def test_the_moved_input_ranks_before_the_outputs_it_drags_along(drift_bundle):
+    """A unit change in a column the model leans on saturates its scores, whose statistics
+    then exceed the column's own: the report led with score_* instead of the column."""
+    _, loaded = drift_bundle
+    frame, _ = make_tabular_frame(2_000, seed=24)
+    report = loaded.drift(frame.assign(score=frame["score"] * 1_000))
+    outputs = [f for f in report.drifted if f.role == "output"]
+    assert outputs and max(f.severity for f in outputs) > report["score"].severity
+    assert report.drifted[0].name == "score"
+    assert [f.role for f in report.drifted] == sorted(
+        (f.role for f in report.drifted), key=lambda role: role != "input"
+    )
+    assert report.features[0].name == "score" and "score" in str(report).split("\n")[2]
+
+
 def test_an_unchanged_file_raises_nothing(drift_bundle, files):
     report = drift_bundle[1].drift(files / "same.parquet")
     assert report.drifted == [] and bool(report)

@@ -1,8 +1,9 @@
 """The drift report: per-feature statistics, a verdict against thresholds, table and JSON.
 
 A feature drifts when any of its statistics exceeds its threshold; its *severity* is the
-largest ratio of statistic to threshold, and the report lists features by severity, so the
-worst comes first. With fewer than ``min_rows`` current values a statistic is noisy, so
+largest ratio of statistic to threshold. The report lists the drifted inputs first, then
+the drifted outputs (which a moved input drags along), then the rest, each by severity, so
+the worst input comes first. With fewer than ``min_rows`` current values a statistic is noisy, so
 there it counts only when its shift is also significant at ``significance`` (the KS test,
 the chi-square test, or a binomial test of a share): a unit changed in 40 rows is found,
 40 rows of the training distribution raise nothing. The report drifts when any feature
@@ -210,7 +211,17 @@ def build_report(
             features.append(_numeric_drift(counts, limits))
         else:
             features.append(_categorical_drift(counts, limits))
-    features.sort(key=lambda f: (-f.severity, f.role != "input", f.name))
+    # Drifted inputs first: a moved input drags the outputs along, often further (saturated
+    # scores), and the input is what to look at. Then drifted outputs, then the rest.
+    features.sort(
+        key=lambda f: (
+            not f.drifted,
+            f.drifted and f.role != "input",
+            -f.severity,
+            f.role != "input",
+            f.name,
+        )
+    )
     notes = []
     if accumulator.refused_rows:
         first = (accumulator.refusal or "").split("\n")[0]
