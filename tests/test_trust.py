@@ -780,6 +780,45 @@ def test_the_skipped_pickles_are_never_opened(compile_only, tmp_path):
 
 
 @pytest.mark.slow
+def price(y_true, y_pred):
+    """A loss named after the output it scores (defined here: stored by value)."""
+    import keras
+
+    return keras.ops.mean(keras.ops.abs(y_true - y_pred))
+
+
+def test_a_loss_named_like_a_layer_is_still_compile_only(tmp_path):
+    """Every string of the architecture counted as a name Keras may look up, layer names
+    too: a loss `price` on an output layer named "price" was 'needed to predict', and the
+    bundle was refused without trust although prediction never calls the loss."""
+    import warnings
+
+    import keras
+
+    from bundle import CompileStateSkippedWarning
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((3,), name="features")
+    model = keras.Model(inputs, keras.layers.Dense(1, name="price")(inputs))
+    model.compile("adam", loss=price)
+    x = np.random.default_rng(0).normal(size=(32, 3)).astype("float32")
+    model.fit(x, x[:, :1], epochs=1, verbose=0)
+    path = Bundle(model, input_example=x, name="pricing").save(tmp_path / "root")
+    manifest = json.loads((path / "manifest.json").read_text())
+    [record] = manifest["custom_objects"]
+    assert (record["name"], record["storage"], record["needed_for"]) == (
+        "price",
+        "value",
+        "compile",
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        loaded = Bundle.load(path)
+    skipped = [w for w in caught if issubclass(w.category, CompileStateSkippedWarning)]
+    assert len(skipped) == 1 and "- price: custom_objects/price.pkl" in str(skipped[0].message)
+    assert np.abs(loaded.predict(x) - model.predict(x, verbose=0)).max() <= 1e-6
+
+
 def test_inspect_shows_what_prediction_needs(compile_only):
     _, facts, _ = compile_only
     from click.testing import CliRunner

@@ -43,6 +43,11 @@ MODELING_NAMESPACES = frozenset(
     }
 )  # fmt: skip
 
+# Keys whose strings name layers, models and tensors of this very config: Keras reads them as
+# names, never as custom objects. A loss called `price` on an output layer named "price" is
+# still compile only.
+NAME_KEYS = frozenset({"name", "keras_history", "input_layers", "output_layers"})
+
 __all__ = ["CODE_CLASSES", "MODELING_NAMESPACES", "ModelConfig", "read_model_config"]
 
 
@@ -53,8 +58,9 @@ class ModelConfig:
     Attributes:
         code: where the architecture holds or calls Python code, one description each.
         compile_code: the same for the compile config (loss, metrics, optimizer).
-        names: every string in the architecture: a custom object is needed to predict when
-            Keras can look it up by one of them.
+        names: every string in the architecture except layer, model and tensor names (values
+            of `NAME_KEYS`, which Keras never looks up): a custom object is needed to predict
+            when Keras can look it up by one of them.
         compile_names: every string in the compile config.
     """
 
@@ -127,18 +133,19 @@ def _audit(config: Any, name: str) -> tuple[list[str], set[str]]:
     """
     code: list[str] = []
     strings: set[str] = set()
-    stack: list[tuple[Any, int, bool]] = [(config, 0, False)]
+    stack: list[tuple[Any, int, bool, bool]] = [(config, 0, False, False)]
     while stack:
-        node, depth, inside_code = stack.pop()
+        node, depth, inside_code, a_name = stack.pop()
         if depth > MAX_DEPTH:
             raise ModelError(
                 f"{name}: its {CONFIG_MEMBER} nests deeper than {MAX_DEPTH} levels; "
                 "no Keras model does."
             )
         if isinstance(node, str):
-            strings.add(node)
+            if not a_name:
+                strings.add(node)
         elif isinstance(node, list):
-            stack.extend((child, depth + 1, inside_code) for child in node)
+            stack.extend((child, depth + 1, inside_code, a_name) for child in node)
         elif isinstance(node, dict):
             is_code = node.get("class_name") in CODE_CLASSES
             if is_code and not inside_code:
@@ -153,7 +160,10 @@ def _audit(config: Any, name: str) -> tuple[list[str], set[str]]:
                     f"Keras function {function!r} (not a modeling function: Keras would call "
                     "it with arguments taken from the file)"
                 )
-            stack.extend((child, depth + 1, inside_code or is_code) for child in node.values())
+            stack.extend(
+                (child, depth + 1, inside_code or is_code, key in NAME_KEYS)
+                for key, child in node.items()
+            )
     return code, strings
 
 
