@@ -436,7 +436,8 @@ class Bundle:
             return None
         from .drift import RowSampler, build_profile
 
-        sampler = RowSampler().extend(self._data_chunks(source, DRIFT_BATCH_ROWS, None))
+        chunks = self._data_chunks(source, DRIFT_BATCH_ROWS, None, lenient=False)
+        sampler = RowSampler().extend(chunks)
         if sampler.sample is None:
             return None
         with warnings.catch_warnings():
@@ -458,8 +459,14 @@ class Bundle:
         self._profile = profile
         return write_profile(profile, directory)
 
-    def _data_chunks(self, data: Any, batch_size: int, input_format: str | None) -> Iterator[Any]:
-        """`data` in chunks of at most `batch_size` rows: files are streamed, never read whole."""
+    def _data_chunks(
+        self, data: Any, batch_size: int, input_format: str | None, *, lenient: bool = True
+    ) -> Iterator[Any]:
+        """`data` in chunks of at most `batch_size` rows: files are streamed, never read whole.
+
+        `lenient` reads a CSV file's numeric columns as text, so that drift counts a value
+        that is no number as missing instead of refusing the whole file.
+        """
         from .drift.profiling import chunks_of
 
         if isinstance(data, (str, os.PathLike)):
@@ -470,7 +477,10 @@ class Bundle:
                 raise UsageError(f"No data file at {path}: pass a Parquet, CSV or JSON Lines file.")
             fmt = tabular_io.file_format(path, input_format)
             yield from tabular_io.iter_batches(
-                path, batch_size=batch_size, fmt=fmt, column_types=self._csv_types([])
+                path,
+                batch_size=batch_size,
+                fmt=fmt,
+                column_types=self._csv_types([], numbers_as_text=lenient),
             )
         else:
             yield from chunks_of(self._drift_form(data), batch_size)
@@ -1015,11 +1025,12 @@ class Bundle:
         schema = self._schema.to_dict() if self._schema is not None else {}
         return {str(column.get("name")) for column in schema.get("columns", [])}
 
-    def _csv_types(self, ids: Sequence[str]) -> dict[str, Any]:
+    def _csv_types(self, ids: Sequence[str], *, numbers_as_text: bool = False) -> dict[str, Any]:
         """pyarrow types for CSV columns, from the input schema, so blocks agree."""
         from .fileio.tabular import csv_column_types
 
-        return csv_column_types(self._schema.to_dict() if self._schema is not None else None, ids)
+        schema = self._schema.to_dict() if self._schema is not None else None
+        return csv_column_types(schema, ids, numbers_as_text=numbers_as_text)
 
     def _output_frame(self, id_frame: Any, ids: Sequence[str], result: Any, *, scores: bool) -> Any:
         """The output rows for one batch: ids, ``prediction``, ``score_*`` columns."""

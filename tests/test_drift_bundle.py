@@ -121,6 +121,27 @@ def test_csv_and_json_lines_give_the_parquet_report(drift_bundle, files, suffix)
     assert got["features"] == expected["features"]
 
 
+def test_a_csv_value_that_is_no_number_counts_as_missing_not_a_refusal(
+    drift_bundle, tmp_path, capsys
+):
+    """A typed CSV read refused the whole file for one 'ERR' in a numeric column, while the
+    same rows as a DataFrame count it as missing: the day a sensor writes errors is the day
+    the drift report is needed."""
+    _, loaded = drift_bundle
+    frame, _ = make_tabular_frame(1_000, seed=25)
+    frame["score"] = frame["score"].astype(object)
+    frame.loc[frame.index[:300], "score"] = "ERR"
+    frame.to_csv(tmp_path / "errors.csv", index=False)
+
+    expected = loaded.drift(frame, outputs=False).to_dict()
+    report = loaded.drift(tmp_path / "errors.csv", outputs=False)
+    assert report.to_dict()["features"] == expected["features"]
+    assert report["score"].missing_current == 0.3 and report["score"].drifted
+    code = main(["drift", str(drift_bundle[0]), str(tmp_path / "errors.csv"), "--no-outputs"])
+    out = capsys.readouterr().out
+    assert code == 1 and "- score: missing 0.3 > 0.05" in out
+
+
 def test_any_input_predict_accepts_can_be_compared(drift_bundle):
     _, loaded = drift_bundle
     frame, _ = make_tabular_frame(600, seed=23)

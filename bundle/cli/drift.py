@@ -213,7 +213,7 @@ def _input_drift(
             raise no_profile_error(manifest.label)
         profile = read_profile(snapshot.path, manifest.profile)
     accumulator = DriftAccumulator(profile, outputs=False)
-    types = tabular_io.csv_column_types(manifest.input_schema)
+    types = tabular_io.csv_column_types(manifest.input_schema, numbers_as_text=True)
     for frame in tabular_io.iter_batches(data, batch_size=batch_size, fmt=fmt, column_types=types):
         accumulator.update(frame)
         progress(len(frame))

@@ -53,14 +53,21 @@ def count_rows(path: str | Path, fmt: str) -> int | None:
     return None
 
 
-def csv_column_types(schema: Mapping[str, Any] | None, ids: Sequence[str] = ()) -> dict[str, Any]:
+def csv_column_types(
+    schema: Mapping[str, Any] | None, ids: Sequence[str] = (), *, numbers_as_text: bool = False
+) -> dict[str, Any]:
     """pyarrow types for a CSV file's columns from an input schema's dict form, so that
-    every block is read as training typed it; `ids` (and unknown columns) as text."""
+    every block is read as training typed it; `ids` (and unknown columns) as text.
+
+    `numbers_as_text` reads numeric columns as text, for readers that parse them leniently
+    (drift counts ``ERR`` in a numeric column as missing; a typed read refuses the file).
+    """
     import pyarrow as pa
 
+    number = pa.string() if numbers_as_text else pa.float64()
     by_kind = {
-        "float": pa.float64(),
-        "integer": pa.float64(),
+        "float": number,
+        "integer": number,
         "string": pa.string(),
         "categorical": pa.string(),
         "bool": pa.bool_(),
