@@ -412,6 +412,14 @@ def _numeric_value(df: Any, feature: Any) -> Any:
         return F.length(F.col(column)).cast("double")
     if isinstance(dtype, (T.TimestampType, T.TimestampNTZType, T.DateType)):
         return F.unix_micros(F.col(column).cast("timestamp")).cast("double") / 1e6
+    if isinstance(dtype, T.StringType):
+        # As Bundle.drift reads text: a number, else an ISO-8601 datetime in seconds (naive
+        # ones in the session time zone), else missing. A plain cast fails the job under
+        # ANSI mode (Spark 4's default) at the first value that is no number.
+        quoted = "`" + column.replace("`", "``") + "`"
+        number = F.expr(f"try_cast({quoted} AS double)")
+        instant = F.expr(f"try_cast({quoted} AS timestamp)")
+        return F.coalesce(number, F.unix_micros(instant).cast("double") / 1e6)
     return F.col(column).cast("double")
 
 

@@ -392,6 +392,30 @@ def test_drift_with_spark_aggregations_matches_bundle_drift(spark, reference, ro
     assert got["num_5"]["missing_current"] == pytest.approx(0.02)
 
 
+@pytest.mark.slow
+def test_drift_of_text_columns_counts_values_that_are_no_numbers_as_missing(
+    spark, reference, rows, tmp_path
+):
+    """A CSV read without a schema holds text: the numeric cast failed the whole job under
+    ANSI mode (Spark 4's default) at the first value that was no number, where Bundle.drift
+    counts it as missing."""
+    from bundle.spark import drift
+
+    path, loaded = reference
+    frame = rows[1].iloc[:3_000].drop(columns="row_id").reset_index(drop=True)
+    frame["num_2"] = frame["num_2"].astype(object)
+    frame.loc[frame.index[:300], "num_2"] = "ERR"
+    frame.to_csv(tmp_path / "current.csv", index=False)
+    df = spark.read.csv(str(tmp_path / "current.csv"), header=True)  # every column text
+
+    report = drift(df, str(path), outputs=False).to_dict()
+    text = pd.read_csv(tmp_path / "current.csv", dtype=str, keep_default_na=False, na_values=[""])
+    expected = loaded.drift(text, outputs=False).to_dict()
+    assert report["features"] == expected["features"]
+    got = {f["name"]: f for f in report["features"]}
+    assert got["num_2"]["missing_current"] == pytest.approx(0.1) and got["num_2"]["drifted"]
+
+
 def _halved_crossentropy(y_true, y_pred):
     """A loss of this test module (no installed package): the bundle stores it by value."""
     import keras
