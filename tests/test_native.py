@@ -736,8 +736,6 @@ def test_read_refuses_a_vectorizer_that_would_open_the_files_its_input_names(
     """input='filename' makes transform open() every document as a path: a hand-edited step
     read a server's files named by a request (and hung on /dev/zero). write_native refuses
     it; the reader must too, before anything reads the input."""
-    secret = tmp_path / "secret.txt"
-    secret.write_text("alpha beta\n")
     path = tmp_path / "text.npz"
     write_native(vectorizer().fit(["alpha beta", "gamma delta"]), path)
 
