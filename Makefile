@@ -6,7 +6,7 @@ PIP := $(PY) -m pip
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: demo test lint bench clean java chromium proto readme-kinds registry
+.PHONY: demo test test-torch lint bench clean java chromium proto readme-kinds registry
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,16 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed java chromium registry
 	$(PY) -m pytest -q
+
+# The PyTorch backend's tests (marker `torch`; `make test` skips them without torch). PyPI's
+# torch is a CUDA build of several GB; this pins the CPU build 2.13.0, which pip takes from
+# the local wheel where the machine provides one.
+$(VENV)/.installed-torch: $(VENV)/.installed
+	$(PIP) install --quiet 'torch==2.13.0'
+	touch $@
+
+test-torch: $(VENV)/.installed-torch
+	$(PY) -m pytest -q -m torch
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check bundle tests examples benchmarks

@@ -12,6 +12,7 @@ from .contract import InputSchema
 from .core import Bundle
 from .drift import DriftReport, DriftThresholds
 from .errors import (
+    BackendError,
     BundleError,
     BundleNotFoundError,
     BundleWarning,
@@ -43,6 +44,7 @@ from .storage import VersionInfo
 
 __all__ = [
     "FORMAT_VERSION",
+    "BackendError",
     "Bundle",
     "BundleError",
     "BundleNotFoundError",

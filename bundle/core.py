@@ -319,7 +319,7 @@ class Bundle:
         self, directory: Path, profile_data: Any = None, *, include_optimizer: bool = True
     ) -> Manifest:
         """Write every part but the model card and the manifest; return the draft manifest."""
-        from .model import save_model
+        from .model import backend_record, save_model
 
         sizes = save_model(self._model, directory / MODEL_FILE, include_optimizer=include_optimizer)
         # What the file asks Keras to build decides the trust flags, as it will at load.
@@ -356,6 +356,7 @@ class Bundle:
                 "inputs": inputs,
                 "outputs": outputs,
                 **sizes,
+                "backend": backend_record(),
             },
             preprocess=pre,
             postprocess=post,
@@ -754,7 +755,13 @@ class Bundle:
         """
         from .model import load_model
 
+        saved = (manifest.backend or {}).get("name")
+        running = _import_keras_for(saved)
         custom, skipped = _custom_objects(path, manifest, model_config, decision, trusted=trusted)
+        # Code that ran when the bundle was saved runs on the same backend: check the others.
+        check = running != saved
+        if check:
+            _check_portable(manifest, running, custom_objects=custom)
         model = load_model(
             path / manifest.model["file"],
             custom,
@@ -762,6 +769,8 @@ class Bundle:
             compile=compile and not skipped,
             optimizer_state=manifest.model.get("includes_optimizer", True),
         )
+        if check:
+            _check_portable(manifest, running, model=model)
         if skipped:
             warnings.warn(_compile_skipped_warning(manifest.label, skipped), stacklevel=3)
         bundle = cls.__new__(cls)
@@ -825,8 +834,9 @@ class Bundle:
             Check(
                 "load",
                 True,
-                f"model, {len(self._preprocess)} preprocess and {len(self._postprocess)} "
-                f"postprocess step(s), {len(manifest.custom_objects)} custom object(s)",
+                f"model ({_backends_line(manifest)}), {len(self._preprocess)} preprocess and "
+                f"{len(self._postprocess)} postprocess step(s), "
+                f"{len(manifest.custom_objects)} custom object(s)",
             )
         )
         checks.append(environment_check(manifest.environment))
@@ -1391,6 +1401,35 @@ def _refusal(head: str, exc: BundleError) -> BundleError:
         layer=getattr(exc, "layer", None),
         missing_global=getattr(exc, "missing_global", None),
     )
+
+
+def _import_keras_for(saved_backend: str | None) -> str:
+    """Import Keras (on the bundle's backend if Keras has no installed one configured)."""
+    from .model import backend_name, import_keras
+
+    import_keras(prefer=saved_backend)
+    return backend_name()
+
+
+def _backends_line(manifest: Manifest) -> str:
+    """``saved on JAX 0.10.2, running on TensorFlow 2.21.0`` (or one of them when equal)."""
+    from .model.backend import backend_name, backend_version, label
+
+    running = backend_name()
+    now = f"{label(running)} {backend_version(running) or ''}".strip()
+    saved = manifest.backend
+    if saved is None:
+        return f"running on {now}; backend not recorded at save"
+    then = f"{label(saved['name'])} {saved.get('version') or ''}".strip()
+    return f"on {now}" if then == now else f"saved on {then}, running on {now}"
+
+
+def _check_portable(manifest: Manifest, running: str, **parts: Any) -> None:
+    """Refuse a model whose code calls another backend's library (`BackendError`)."""
+    from .model import check_portable
+
+    kinds = {record["name"]: record["kind"] for record in manifest.custom_objects}
+    check_portable(backend=running, label_=manifest.label.capitalize(), kinds=kinds, **parts)
 
 
 def _model_card(manifest: Manifest, schema: InputSchema | None) -> str:

@@ -39,7 +39,7 @@ class Engine:
         custom_objects: Mapping[str, Any] | None = None,
         postprocess_outputs: Sequence[str | None] | None = None,
     ):
-        from .model import InferenceFunction
+        from .model import InferenceFunction, inference_function
 
         self.custom_objects = dict(custom_objects or {})
         self.model = model
@@ -48,7 +48,7 @@ class Engine:
             postprocess, modes, postprocess_outputs, output_names=lambda: self.output_names
         )
         self._model_record = model_record
-        self._function_cls = InferenceFunction
+        self._function_cls = inference_function
         self._functions: dict[str, InferenceFunction] = {}
         self.precision = "float32"
         # Prepare chunk k+1 while chunk k is inferred: None = decide per call (see pipelined).
@@ -88,7 +88,7 @@ class Engine:
                 self._signature = model_signature(self.model, first_input)
 
     def function(self, precision: str | None = None) -> Any:
-        """The traced inference function for `precision` (built on first use)."""
+        """The compiled inference function for `precision` (built on first use)."""
         precision = precision or self.precision
         if precision not in self._functions:
             from .model import reduced_precision
@@ -110,10 +110,21 @@ class Engine:
         function = self.function(precision)
         try:
             return function(model_input)
-        except Exception as exc:  # TensorFlow's errors are not for the caller to parse
+        except Exception as exc:  # the backend's errors are not for the caller to parse
+            self._refuse_other_backends(exc)
             from .model import describe_batch, model_failure
 
             raise model_failure(self.model, exc, describe_batch(model_input)) from exc
+
+    def _refuse_other_backends(self, exc: Exception) -> None:
+        """Explain a failure caused by code that needs another backend (`BackendError`)."""
+        from .model import backend_error, backend_name, portability_problems
+
+        backend = backend_name()
+        problems = portability_problems(backend=backend, model=self.model)
+        if problems:
+            label = f"The model {getattr(self.model, 'name', '')!r}"
+            raise backend_error(problems, backend=backend, label_=label) from exc
 
     def run(self, canonical: Any, *, batch_size: int | None, precision: str | None = None) -> Any:
         """Scores for every row of a canonical input, computed chunk by chunk."""
@@ -145,10 +156,11 @@ class Engine:
     ) -> Iterator[Any]:
         """Model outputs for each item, preparing item k+1 in a thread while k is inferred.
 
-        TensorFlow releases the GIL during inference, so preprocessing of the next chunk
-        runs on the other core. Measured (benchmarks/RESULTS.md), this pays around
-        scikit-learn's own transform (+25% rows/s) and not around the compiled replay, whose
-        chunks cost less than the hand-off on 2 cores; so by default it overlaps only then.
+        The backend (TensorFlow, XLA, PyTorch) releases the GIL during inference, so
+        preprocessing of the next chunk runs on the other core. Measured
+        (benchmarks/RESULTS.md), this pays around scikit-learn's own transform (+25% rows/s)
+        and not around the compiled replay, whose chunks cost less than the hand-off on 2
+        cores; so by default it overlaps only then.
         A single item runs inline.
         """
         infer = infer or self.infer

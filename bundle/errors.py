@@ -6,6 +6,7 @@ Every error raised on purpose by the package derives from `BundleError`::
      +- SchemaError (also ValueError)   input does not match what training saw
      +- StepError                       a step failed on input that passed validation
      +- ModelError                      Keras could not save, load, describe or run the model
+     |   +- BackendError                the model's code needs another Keras backend
      +- IntegrityError                  checksum, size, missing or unexpected file
      |   +- DigestMismatchError         the content is not the digest the caller pinned
      +- ManifestError                   manifest.json missing, not JSON, or off-schema
@@ -39,6 +40,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 __all__ = [
+    "BackendError",
     "BundleError",
     "BundleNotFoundError",
     "BundleWarning",
@@ -126,6 +128,24 @@ class ModelError(BundleError):
         super().__init__(message)
         self.layer = layer
         self.missing_global = missing_global
+
+
+class BackendError(ModelError):
+    """The model's code calls another Keras backend's library directly (``tf.*`` on JAX).
+
+    Attributes:
+        parts: the layers, activations or custom objects whose code does, described.
+        needs: the backend(s) their code needs, e.g. ``["tensorflow"]``.
+        running: the backend Keras runs on in this process.
+    """
+
+    def __init__(
+        self, message: str, *, parts: Sequence[str] = (), needs: Sequence[str], running: str
+    ):
+        super().__init__(message)
+        self.parts = list(parts)
+        self.needs = list(needs)
+        self.running = running
 
 
 class IntegrityError(BundleError):

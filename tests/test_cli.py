@@ -301,9 +301,15 @@ def test_inspect_and_the_model_card_agree(release_root, version):
     for card_line, step in zip(card_steps, facts["steps"], strict=True):
         assert card_line.startswith(f"- {step['name']}: `{step['class']}` ({step['serializer']}")
         assert ("needs trusted=True" in card_line) is step["executes_code"]
-    for line in card_section(version_dir, "Model").splitlines():
+    model_lines = card_section(version_dir, "Model").splitlines()
+    signature_lines = [line for line in model_lines if line.startswith(("- input", "- output"))]
+    assert len(signature_lines) == len(facts["model"]["inputs"]) + len(facts["model"]["outputs"])
+    for line in signature_lines:
         name, signature = line.split("`")[1], line.split("`: ")[1]
         assert any(name in row and row.endswith(signature) for row in text.splitlines())
+    backend = facts["model"]["backend"]
+    assert f"- saved on Keras' `{backend['name']}` backend {backend['version']}" in model_lines[-1]
+    assert f"saved on Keras' {backend['name']} backend {backend['version']}" in text
 
 
 def test_inspect_an_array_bundle(image_bundle):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bundle.model import InferenceFunction, model_signature
+from bundle.model import inference_function, model_signature
 
 SEED = 5
 
@@ -47,7 +47,7 @@ def _keras_traced(model, shape):
 def test_normalization_is_bit_identical_to_keras(case):
     shape, options = CASES[case]
     model = _normalized_model(shape, **options)
-    function = InferenceFunction(model, model_signature(model)[0])
+    function = inference_function(model, model_signature(model)[0])
     reference = _keras_traced(model, shape)
     x = _images(shape)
     for rows in (x, x[:1]):
@@ -59,7 +59,7 @@ def test_normalization_is_bit_identical_to_keras(case):
 
 def test_normalization_broadcasts_a_whole_sample_in_the_traced_graph():
     model = _normalized_model((6, 5, 3), axis=-1)
-    function = InferenceFunction(model, model_signature(model)[0])
+    function = inference_function(model, model_signature(model)[0])
     function(_images((6, 5, 3)))
     graph = function._function.get_concrete_function().graph
     shapes = [
@@ -82,7 +82,7 @@ def test_normalization_in_a_nested_model_and_after_conv_layers():
     x = keras.layers.Normalization(axis=-1, mean=[0.5] * 4, variance=[2.0] * 4)(x)
     outputs = keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(x))
     model = keras.Model(inputs, outputs)
-    function = InferenceFunction(model, model_signature(model)[0])
+    function = inference_function(model, model_signature(model)[0])
     x = _images((8, 8, 3))
     np.testing.assert_allclose(function(x), model.predict(x, verbose=0), rtol=0, atol=1e-6)
 
@@ -93,7 +93,7 @@ def test_unknown_image_size_keeps_keras_call():
     norm = keras.layers.Normalization(axis=-1, mean=[1.0, 2.0, 3.0], variance=[4.0, 5.0, 6.0])
     inputs = keras.Input((None, None, 3))
     model = keras.Model(inputs, norm(inputs))
-    function = InferenceFunction(model, model_signature(model)[0])
+    function = inference_function(model, model_signature(model)[0])
     for shape in ((4, 4, 3), (3, 7, 3)):
         x = _images(shape)
         np.testing.assert_array_equal(function(x), _keras_traced(model, shape)(x).numpy())
@@ -101,12 +101,12 @@ def test_unknown_image_size_keeps_keras_call():
 
 def test_weights_set_after_loading_reach_the_traced_function():
     model = _normalized_model((4, 4, 3), axis=-1)
-    function = InferenceFunction(model, model_signature(model)[0])
+    function = inference_function(model, model_signature(model)[0])
     x = _images((4, 4, 3))
     before = function(x)
     norm = model.layers[-1]
     norm.adapt(_images((4, 4, 3), 40) * 3.0 + 1000.0)
-    fresh = InferenceFunction(model, model_signature(model)[0])
+    fresh = inference_function(model, model_signature(model)[0])
     np.testing.assert_array_equal(fresh(x), _keras_traced(model, (4, 4, 3))(x).numpy())
     assert np.abs(fresh(x) - before).min() > 1.0
 
@@ -120,7 +120,7 @@ def test_a_subclassed_normalization_keeps_its_own_call():
 
     inputs = keras.Input((4, 4, 3))
     model = keras.Model(inputs, Shifted(axis=-1, mean=[1.0, 2.0, 3.0], variance=[1, 1, 1])(inputs))
-    function = InferenceFunction(model, model_signature(model)[0])
+    function = inference_function(model, model_signature(model)[0])
     x = _images((4, 4, 3))
     np.testing.assert_array_equal(function(x), _keras_traced(model, (4, 4, 3))(x).numpy())
     np.testing.assert_allclose(function(x), x - [1.0, 2.0, 3.0] + 1.0, rtol=1e-6)
@@ -140,7 +140,7 @@ def test_narrow_inputs_are_cast_inside_the_graph_with_the_same_values(dtype):
             keras.layers.Dense(2),
         ]
     )
-    function = InferenceFunction(model, model_signature(model)[0])
+    function = inference_function(model, model_signature(model)[0])
     raw = (_images((6, 6, 3)) % 2 == 1) if dtype == "bool" else _images((6, 6, 3))
     raw = raw.astype(dtype)
     np.testing.assert_array_equal(function(raw), function(raw.astype("float32")))

@@ -16,6 +16,7 @@ PACKAGE = Path(bundle.__file__).resolve().parent
 
 PUBLIC = [
     "FORMAT_VERSION",
+    "BackendError",
     "Bundle",
     "BundleError",
     "BundleNotFoundError",
@@ -121,6 +122,7 @@ ERROR_TREE = {
     "SchemaError": ("BundleError", ValueError),
     "StepError": ("BundleError",),
     "ModelError": ("BundleError",),
+    "BackendError": ("ModelError",),
     "IntegrityError": ("BundleError",),
     "DigestMismatchError": ("IntegrityError",),
     "ManifestError": ("BundleError",),

@@ -249,6 +249,7 @@ def _facts(found: _Located) -> dict[str, Any]:
             "includes_optimizer": manifest.model.get("includes_optimizer"),
             "weights_bytes": manifest.model.get("weights_bytes"),
             "optimizer_bytes": manifest.model.get("optimizer_bytes"),
+            "backend": manifest.backend,
         },
         "steps": _steps(manifest),
         "custom_objects": [
@@ -341,8 +342,14 @@ def _render_inspect(
         _heading("Model"),
     ]
     model = facts["model"]
+    backend = model.get("backend")
     out.append(
         f"  {model['file']} ({model['serializer']}"
+        + (
+            f", saved on Keras' {backend['name']} backend {backend.get('version') or ''}".rstrip()
+            if backend
+            else ""
+        )
         + (", code in its config: needs trusted=True" if model["executes_code"] else "")
         + ")"
     )

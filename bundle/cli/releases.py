@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 import click
@@ -9,6 +11,7 @@ import click
 import bundle as api
 
 from ..errors import UsageError
+from ..export import require_tensorflow
 from ..storage import is_archive_name, is_url
 from .app import CONTEXT_SETTINGS, VERSION_OPTION, cli
 from .reading import _human_size, _read_manifest_at
@@ -52,8 +55,12 @@ def export_command(
 
     The serving_default signature takes the raw named features and returns the decoded
     labels and the scores; no Python runs at serving time. A bundle with a step that has no
-    TensorFlow form is refused, naming the step; nothing is written then.
+    TensorFlow form is refused, naming the step; nothing is written then. The export runs
+    Keras on TensorFlow whatever KERAS_BACKEND says: only TensorFlow writes SavedModels.
     """
+    require_tensorflow()
+    if "keras" not in sys.modules:  # Keras picks its backend once, when first imported
+        os.environ["KERAS_BACKEND"] = "tensorflow"
     loaded = api.Bundle.load(path, version=version, trusted=trusted)
     written = loaded.export(out, format=fmt, missing_token=missing_token, overwrite=overwrite)
     click.echo(f"exported {loaded.manifest.label} to {written}")

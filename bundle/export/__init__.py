@@ -7,8 +7,8 @@ public package imports it, so ``Bundle.load(path).export(out)`` always finds it.
 from __future__ import annotations
 
 from ..core import register_exporter
-from .saved_model import INFO_FILE, export_saved_model, signature_name
+from .saved_model import INFO_FILE, export_saved_model, require_tensorflow, signature_name
 
-__all__ = ["INFO_FILE", "export_saved_model", "signature_name"]
+__all__ = ["INFO_FILE", "export_saved_model", "require_tensorflow", "signature_name"]
 
 register_exporter("saved_model", export_saved_model)

@@ -70,7 +70,13 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import BundleError, ExportError, UnsupportedFormatError, bullet_list
+from ..errors import (
+    BundleError,
+    ExportError,
+    MissingDependencyError,
+    UnsupportedFormatError,
+    bullet_list,
+)
 from ..steps.graph import (
     SAMPLE,
     TEXT,
@@ -95,6 +101,7 @@ __all__ = [
     "INFO_FILE",
     "SIGNATURE_KEY",
     "export_saved_model",
+    "require_tensorflow",
     "signature_name",
     "supported_classes",
 ]
@@ -106,6 +113,42 @@ INFO_FILE = "assets.extra/keras_bundle.json"
 EXPORT_FORMAT = "keras-bundle.saved_model"
 EXPORT_FORMAT_VERSION = 1
 """Version of `INFO_FILE`'s layout; bump it when a reader of the previous one would misread."""
+
+
+def require_tensorflow() -> None:
+    """Check that TensorFlow can be imported: exporting is the one thing that needs it.
+
+    Raises:
+        MissingDependencyError: TensorFlow is not installed.
+    """
+    from ..model.backend import is_installed
+
+    if not is_installed("tensorflow"):
+        raise MissingDependencyError(
+            "Exporting a SavedModel needs TensorFlow, which is not installed here.\n"
+            'Install it: pip install "keras-bundle[cpu]" (or tensorflow). Only export needs '
+            "it: saving, loading, predicting and serving also run on JAX or PyTorch.",
+            package="tensorflow-cpu",
+            extra="cpu",
+        )
+
+
+def _require_tensorflow_backend() -> None:
+    """Export traces the model into a TensorFlow graph: Keras must run on TensorFlow."""
+    from ..model import backend_name, import_keras
+
+    require_tensorflow()
+    import_keras()
+    backend = backend_name()
+    if backend != "tensorflow":
+        raise ExportError(
+            "Exporting a SavedModel traces the model into a TensorFlow graph, which needs "
+            f"Keras' TensorFlow backend; this process runs Keras on {backend!r}.\n"
+            "Export in a process where Keras runs on TensorFlow (the bundle's model file is "
+            "the same on every backend): `bundle export PATH OUT` does that by itself, or set "
+            "KERAS_BACKEND=tensorflow before Keras is imported."
+        )
+
 
 # ---------------------------------------------------------------------------------------
 # Signature inputs
@@ -585,7 +628,9 @@ def export_saved_model(
     Raises:
         UnsupportedFormatError: some step, option or input has no TensorFlow form (the
             message lists every such part); nothing is written.
-        BundleError: `out` exists and `overwrite` is False.
+        MissingDependencyError: TensorFlow is not installed.
+        ExportError: `out` exists and `overwrite` is False, or Keras runs on another
+            backend than TensorFlow in this process.
 
     Example:
         >>> export_saved_model(Bundle.load("models/churn"), "serving/churn/1")
@@ -594,6 +639,7 @@ def export_saved_model(
     out = Path(out)
     if not isinstance(missing_token, str):
         raise TypeError(f"missing_token must be a str; got {type(missing_token).__name__}.")
+    _require_tensorflow_backend()
     if out.exists() and not overwrite:
         raise ExportError(
             f"{out} already exists. Choose a new directory (TF Serving loads "

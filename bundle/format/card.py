@@ -38,6 +38,12 @@ def render_model_card(manifest: Manifest, schema: Any) -> str:
     signature = [
         f"- input `{t['name']}`: {t['dtype']} {tuple(t['shape'])}" for t in model["inputs"]
     ] + [f"- output `{t['name']}`: {t['dtype']} {tuple(t['shape'])}" for t in model["outputs"]]
+    backend = manifest.backend
+    if backend is not None:
+        signature.append(
+            f"- saved on Keras' `{backend['name']}` backend {backend.get('version') or ''}".rstrip()
+            + "; it loads on any backend its layers run on"
+        )
     return "\n".join(
         [
             f"# {manifest.name} {manifest.version}",

@@ -13,6 +13,9 @@ from ..errors import EnvironmentMismatchWarning
 # Recorded name -> distributions that provide it (the first one installed wins).
 PACKAGES = {
     "tensorflow": ("tensorflow", "tensorflow-cpu", "tensorflow-macos", "tensorflow-intel"),
+    "jax": ("jax",),
+    "jaxlib": ("jaxlib",),
+    "torch": ("torch",),
     "keras": ("keras",),
     "scikit-learn": ("scikit-learn",),
     "numpy": ("numpy",),
@@ -26,6 +29,9 @@ PACKAGES = {
 CONSEQUENCES = {
     "scikit-learn": "its pickles are version-specific, and transformers may change behaviour",
     "tensorflow": "kernels and numerics can change between releases",
+    "jax": "XLA's kernels and numerics can change between releases",
+    "jaxlib": "XLA's kernels and numerics can change between releases",
+    "torch": "kernels and numerics can change between releases",
     "keras": "layer implementations and the saving format can change between releases",
 }
 

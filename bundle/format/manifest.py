@@ -95,6 +95,16 @@ class Manifest:
         return [part for part in parts if executes_code(part)]
 
     @property
+    def backend(self) -> dict[str, Any] | None:
+        """The Keras backend the model was saved under: ``{"name", "version"}``.
+
+        None for bundles written before keras-bundle recorded it (they were saved under
+        TensorFlow, the only backend keras-bundle ran on then; `environment` has its
+        version).
+        """
+        return self.model.get("backend")
+
+    @property
     def label(self) -> str:
         """How messages name this bundle: ``bundle 'churn' 1.2.0``."""
         return f"bundle {self.name!r} {self.version}"

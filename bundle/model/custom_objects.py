@@ -270,6 +270,7 @@ def load_custom_objects(
 
     Raises:
         UnsafeLoadError: without trust, a pickle, or a reference the policy refuses.
+        BackendError: an object's code imports a Keras backend's library not installed here.
         ModelError: a reference cannot be imported here, or its import failed.
     """
     return {
@@ -288,7 +289,10 @@ def load_custom_object(directory: Path, record: Mapping[str, Any], *, trusted: b
         import cloudpickle
 
         with open(Path(directory) / record["file"], "rb") as handle:
-            return cloudpickle.load(handle)
+            try:
+                return cloudpickle.load(handle)
+            except ImportError as exc:
+                raise _not_importable(record, exc) from exc
     if trusted:
         return _resolve_trusted(record)
     return _resolve_untrusted(record, inside=Path(directory))
@@ -388,6 +392,32 @@ def _refused(record: Mapping[str, Any], problem: str) -> UnsafeLoadError:
 
 
 def _not_importable(record: Mapping[str, Any], exc: BaseException) -> ModelError:
+    """A custom object that cannot be imported: a missing backend, or a missing package."""
+    from .backend import label
+    from .portability import MODULE_BACKENDS
+
+    missing = ((exc.name or "") if isinstance(exc, ImportError) else "").split(".")[0]
+    what = f"Custom {record['kind']} {record['name']!r} ({record['module']}.{record['qualname']})"
+    backend = MODULE_BACKENDS.get(missing)
+    if backend is not None:
+        from ..errors import BackendError
+        from .backend import BACKEND_EXTRAS
+
+        return BackendError(
+            f"{what} imports {missing}, which is not installed here: its code needs "
+            f'{label(backend)}.\nInstall it (pip install "keras-bundle[{BACKEND_EXTRAS[backend]}]'
+            f'") and load the bundle with KERAS_BACKEND={backend}, or rewrite the object with '
+            "keras.ops, which run on every backend.",
+            parts=[what],
+            needs=[backend],
+            running=_running_backend(),
+        )
+    if record["storage"] == "value":
+        return ModelError(
+            f"{what} is stored by value, and unpickling it imports {missing!r}, which cannot "
+            f"be imported here: {exc}.\nInstall the package that provides {missing!r} in this "
+            "environment (the bundle's requirements.txt pins the training versions)."
+        )
     return ModelError(
         f"Custom {record['kind']} {record['name']!r} is stored by reference to "
         f"{record['module']}.{record['qualname']}, which cannot be imported here: {exc}.\n"
@@ -401,3 +431,10 @@ def _import_failed(record: Mapping[str, Any], exc: BaseException) -> ModelError:
         f"failed: {type(exc).__name__}: {exc}.\nThe module's import-time code stopped; "
         "nothing of it was used. Check the package installed for it."
     )
+
+
+def _running_backend() -> str:
+    import sys
+
+    keras = sys.modules.get("keras")
+    return str(keras.backend.backend()) if keras is not None else "unknown"

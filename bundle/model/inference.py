@@ -1,10 +1,17 @@
-"""The model's forward pass compiled once: one traced TensorFlow function per input dtype."""
+"""The model's forward pass, compiled once on the running Keras backend.
+
+`inference_function` picks the implementation for the backend Keras runs on, each in its
+own module: a traced ``tf.function`` on TensorFlow (`tf_backend`), ``jax.jit`` of the
+stateless call on JAX (`jax_backend`), inference mode on PyTorch (`torch_backend`). They
+share this module's contract: called with a batch (an ndarray, or a dict of them for
+multi-input models) of the model's dtypes or of ones that convert exactly to them (uint8
+images for a float32 model, cast inside the compiled function), they return NumPy arrays
+in the model's output structure, float32 for reduced-precision models.
+"""
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import logging
+import importlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -12,145 +19,41 @@ import numpy as np
 
 from .keras_io import import_keras
 
-__all__ = ["InferenceFunction"]
+__all__ = ["IMPLEMENTATIONS", "InferenceFunction", "inference_function"]
 
+IMPLEMENTATIONS = {
+    "tensorflow": ("tf_backend", "TensorFlowInference"),
+    "jax": ("jax_backend", "JaxInference"),
+    "torch": ("torch_backend", "TorchInference"),
+}
+"""Keras backend -> (module in this package, class) of its inference function."""
 
-class _OneTracePerFunction(logging.Filter):
-    """Drop TensorFlow's "frequent retracing" warning about our inference functions.
-
-    Each bundle traces its own function exactly once (a fixed signature with a free batch
-    axis); TensorFlow's heuristic counts traces of every function built from the same code,
-    so loading a few bundles in one process would print a misleading warning.
-    """
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        return not ("triggered tf.function retracing" in message and "InferenceFunction" in message)
-
-
-def _quiet_retracing_warning() -> None:
-    logger = logging.getLogger("tensorflow")
-    if not any(isinstance(f, _OneTracePerFunction) for f in logger.filters):
-        logger.addFilter(_OneTracePerFunction())
-
-
-@contextlib.contextmanager
-def _per_sample_broadcasts(model: Any) -> Any:
-    """While tracing `model`, its Normalization layers broadcast mean and variance per sample.
-
-    A Normalization layer over images keeps one mean and variance per channel, shaped
-    ``(1, 1, 1, C)``. TensorFlow's CPU kernels broadcast such a tensor across a batch of
-    ``(N, H, W, C)`` element by element, at half the speed of broadcasting a whole sample
-    ``(1, H, W, C)`` across the batch axis; on a small conv net that made the two
-    elementwise layers cost more than the convolutions. Here the layers compute the same
-    operations, in the same order and dtype, on mean and denominator broadcast to one whole
-    sample first, so results are bit-identical (tested) and follow later weight updates.
-    Inputs whose per-sample shape is not fully known keep Keras' own ``call``.
-    """
-    keras = import_keras()
-    patched = [  # Keras' own class only: a subclass may compute something else
-        layer
-        for layer in _all_layers(model)
-        if type(layer) is keras.layers.Normalization and "call" not in vars(layer)
-    ]
-    for layer in patched:
-        # An instance attribute: Layer.__call__ looks `call` up on the instance.
-        layer.call = functools.partial(_normalization_call, layer)
-    try:
-        yield
-    finally:
-        for layer in patched:
-            vars(layer).pop("call", None)
-
-
-def _all_layers(model: Any) -> list[Any]:
-    flatten = getattr(model, "_flatten_layers", None)
-    if flatten is not None:
-        return list(flatten(include_self=True, recursive=True))
-    return [model, *getattr(model, "layers", [])]
-
-
-def _normalization_call(layer: Any, inputs: Any) -> Any:
-    """``Normalization.call`` with mean and denominator broadcast to a whole sample first."""
-    sample_shape = tuple(getattr(inputs, "shape", ())[1:])
-    if layer.mean is None or not sample_shape or any(d is None for d in sample_shape):
-        return type(layer).call(layer, inputs)
-    whole = (1, *(int(d) for d in sample_shape))
-    if not _broadcasts_to(tuple(layer.mean.shape), whole):  # e.g. a mean per batch index
-        return type(layer).call(layer, inputs)
-    np_ops = layer.backend.numpy
-    inputs = layer.backend.core.convert_to_tensor(inputs, dtype=layer.compute_dtype)
-    mean = layer.convert_weight(layer.mean)
-    variance = layer.convert_weight(layer.variance)
-    denominator = np_ops.maximum(np_ops.sqrt(variance), _keras_epsilon())
-    mean = np_ops.broadcast_to(mean, whole)
-    denominator = np_ops.broadcast_to(denominator, whole)
-    if layer.invert:
-        return np_ops.add(mean, np_ops.multiply(inputs, denominator))
-    return np_ops.divide(np_ops.subtract(inputs, mean), denominator)
-
-
-def _broadcasts_to(shape: tuple[Any, ...], target: tuple[int, ...]) -> bool:
-    try:
-        return np.broadcast_shapes(shape, target) == target
-    except ValueError:
-        return False
-
-
-def _keras_epsilon() -> float:
-    """Keras' fuzz factor (``keras.backend.epsilon()``)."""
-    return import_keras().backend.epsilon()
+REDUCED_PRECISION = frozenset({"float16", "bfloat16"})
 
 
 class InferenceFunction:
-    """The model's forward pass as one traced TensorFlow function per input dtype.
+    """A model's compiled forward pass: one compiled function per tuple of input dtypes.
 
-    Traced for a batch axis of unknown size, so neither a new batch size nor a new call
-    retraces it; this is what makes one-row calls cost a fraction of a millisecond instead
-    of ``Model.predict``'s per-call set-up. Inputs of a narrower dtype that converts exactly
-    (uint8 images for a float32 model) get their own trace, which casts inside the graph:
-    TensorFlow's cast runs on every core, NumPy's on one, and the values are the same.
+    Subclasses implement `_build` (compile for given input dtypes) and `_run` (call a
+    compiled function on a batch, return NumPy outputs). The first function, for the
+    model's own dtypes, is built at construction.
     """
 
+    backend = ""
+
     def __init__(self, model: Any, inputs: list[dict[str, Any]]):
-        import_keras()
-        _quiet_retracing_warning()
         self.model = model
         self.inputs = inputs
         self.multi_input = len(inputs) > 1
         own = tuple(np.dtype(spec["dtype"]).name for spec in inputs)
         self._function = self._build(own)
-        self._functions = {own: self._function}
-        self._concrete: dict[tuple[str, ...], Any] = {}
+        self._functions: dict[tuple[str, ...], Any] = {own: self._function}
 
     def _build(self, dtypes: tuple[str, ...]) -> Any:
-        """A tf.function for inputs of `dtypes`, traced by TensorFlow on its first call."""
-        import tensorflow as tf
+        raise NotImplementedError
 
-        model, inputs = self.model, self.inputs
-        specs = {
-            spec["name"]: tf.TensorSpec(spec["shape"], dtype)
-            for spec, dtype in zip(inputs, dtypes, strict=True)
-        }
-        signature = [specs] if self.multi_input else list(specs.values())
-
-        def to_model_dtype(t: Any, spec: Mapping[str, Any]) -> Any:
-            return t if t.dtype == spec["dtype"] else tf.cast(t, spec["dtype"])
-
-        def forward(x: Any) -> Any:  # runs once, while TensorFlow traces it
-            if self.multi_input:
-                x = {spec["name"]: to_model_dtype(x[spec["name"]], spec) for spec in inputs}
-            else:
-                x = to_model_dtype(x, inputs[0])
-            with _per_sample_broadcasts(model):
-                result = model(x, training=False)
-            # Reduced-precision clones compute in float16/bfloat16; callers get float32.
-            return tf.nest.map_structure(
-                lambda t: tf.cast(t, tf.float32) if t.dtype in (tf.float16, tf.bfloat16) else t,
-                result,
-            )
-
-        return tf.function(forward, input_signature=signature, autograph=False)
+    def _run(self, function: Any, x: Any) -> Any:
+        raise NotImplementedError
 
     def __call__(self, x: Any) -> Any:
         """Run the model on a batch: an ndarray, or a dict of them for multi-input models.
@@ -161,20 +64,10 @@ class InferenceFunction:
             dtypes = tuple(np.asarray(x[spec["name"]]).dtype.name for spec in self.inputs)
         else:
             dtypes = (np.asarray(x).dtype.name,)
-        concrete = self._concrete.get(dtypes)
-        if concrete is None:
-            function = self._functions.get(dtypes)
-            if function is None:
-                function = self._functions.setdefault(dtypes, self._build(dtypes))
-            # The traced graph itself: calling it skips tf.function's per-call dispatch
-            # (matching the arguments to the signature), 40% of a one-row call.
-            concrete = self._concrete.setdefault(dtypes, function.get_concrete_function())
-        result = concrete(x)
-        if isinstance(result, Mapping):
-            return {name: value.numpy() for name, value in result.items()}
-        if isinstance(result, (list, tuple)):
-            return [value.numpy() for value in result]
-        return result.numpy()
+        function = self._functions.get(dtypes)
+        if function is None:
+            function = self._functions.setdefault(dtypes, self._build(dtypes))
+        return self._run(function, x)
 
     def dtype_of(self, name: str | None = None) -> np.dtype:
         """The dtype the model expects for input `name` (the only input when None)."""
@@ -182,3 +75,40 @@ class InferenceFunction:
             if name is None or spec["name"] == name:
                 return np.dtype(spec["dtype"])
         raise KeyError(name)
+
+    def ordered(self, x: Any) -> Any:
+        """A multi-input batch as a dict in the model's input order; other batches as given."""
+        if self.multi_input:
+            return {spec["name"]: x[spec["name"]] for spec in self.inputs}
+        return x
+
+
+def to_numpy(result: Any, convert: Any) -> Any:
+    """`result` (a tensor, or a dict or list of them) with each tensor through `convert`."""
+    if isinstance(result, Mapping):
+        return {name: convert(value) for name, value in result.items()}
+    if isinstance(result, (list, tuple)):
+        return [convert(value) for value in result]
+    return convert(result)
+
+
+def inference_function(model: Any, inputs: list[dict[str, Any]]) -> InferenceFunction:
+    """The compiled forward pass of `model` on the backend Keras runs on.
+
+    Args:
+        model: a built Keras model.
+        inputs: its input signature, ``[{name, shape, dtype}]`` (`model_signature`).
+    """
+    keras = import_keras()
+    backend = str(keras.backend.backend())
+    if backend not in IMPLEMENTATIONS:
+        from ..errors import ModelError
+
+        raise ModelError(
+            f"Keras runs on the {backend!r} backend, which keras-bundle cannot run models "
+            f"on; supported: {', '.join(IMPLEMENTATIONS)}.\n"
+            "Set KERAS_BACKEND to one of them before Keras is imported."
+        )
+    module_name, class_name = IMPLEMENTATIONS[backend]
+    module = importlib.import_module(f"{__package__}.{module_name}")
+    return getattr(module, class_name)(model, inputs)

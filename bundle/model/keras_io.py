@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import sys
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -16,21 +17,36 @@ from typing import Any
 import numpy as np
 
 from ..errors import ModelError
+from .backend import choose_backend, is_installed, missing_backend_error
 from .quiet import import_quietly
 
 __all__ = ["import_keras", "load_model", "save_model"]
 
 
-def import_keras() -> Any:
-    """Import Keras (and TensorFlow), after pyarrow, without TensorFlow's start-up banner.
+def import_keras(prefer: str | None = None) -> Any:
+    """Import Keras on an installed backend (`prefer`: the bundle's), after pyarrow.
 
-    pyarrow and TensorFlow bundle their own copies of native libraries; importing pyarrow's
-    Parquet reader after TensorFlow has crashed processes in several version combinations
-    (apache/arrow#1450, #2637), and bundles read Parquet examples and files. The banner
-    (oneDNN, CPU features) stays off stderr unless ``KERAS_BUNDLE_VERBOSE=1`` (`quiet`).
+    The backend is chosen by `bundle.model.backend.choose_backend` (an explicit
+    ``KERAS_BACKEND`` always wins). pyarrow and TensorFlow bundle their own copies of native
+    libraries; importing pyarrow's Parquet reader after TensorFlow has crashed processes in
+    several version combinations (apache/arrow#1450, #2637), and bundles read Parquet
+    examples and files. TensorFlow's start-up banner (oneDNN, CPU features) stays off
+    stderr unless ``KERAS_BUNDLE_VERBOSE=1`` (`quiet`).
+
+    Raises:
+        MissingDependencyError: Keras is set to a backend that is not installed.
     """
+    keras = sys.modules.get("keras")
+    if keras is not None:
+        return keras
+    backend = choose_backend(prefer)
     importlib.import_module("pyarrow.parquet")
-    return import_quietly("keras")
+    try:
+        return import_quietly("keras")
+    except ImportError as exc:
+        if not is_installed(backend):
+            raise missing_backend_error(backend, exc) from exc
+        raise
 
 
 def save_model(model: Any, path: Path, *, include_optimizer: bool = True) -> dict[str, Any]:
