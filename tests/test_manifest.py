@@ -391,3 +391,33 @@ def test_metadata_that_is_not_json_is_refused_at_construction(image_parts, metad
         Bundle(image_parts, metadata=metadata)
     assert problem in str(e.value)
     assert "Convert numpy scalars with float() / int()" in str(e.value)
+
+
+# ---------------------------------------------------------------------------- backend
+def test_manifest_records_the_keras_backend_and_its_version(tabular_bundle):
+    manifest = read_manifest(tabular_bundle[0])
+    version = _installed_version(DISTRIBUTIONS["tensorflow"])
+    assert manifest.backend == {"name": "tensorflow", "version": version}
+    assert manifest.model["backend"] == manifest.backend
+
+
+def test_bundles_from_before_the_backend_record_still_read_as_unrecorded():
+    (golden,) = sorted((Path(__file__).parent / "data" / "golden-v1").iterdir())
+    manifest = read_manifest(golden)
+    assert "backend" not in manifest.model
+    assert manifest.backend is None
+
+
+@pytest.mark.parametrize(
+    ("backend", "problem"),
+    [
+        ({"name": "jax"}, "'version' is a required property"),
+        ({"name": "", "version": None}, "should be non-empty"),
+        ({"name": "jax", "version": "0.4", "device": "gpu"}, "'device' was unexpected"),
+    ],
+)
+def test_a_malformed_backend_record_is_refused(tabular_bundle, backend, problem):
+    data = read_manifest(tabular_bundle[0]).to_dict()
+    data["model"]["backend"] = backend
+    with pytest.raises(ManifestError, match=rf"- model/backend.*: .*{re.escape(problem)}"):
+        Manifest.from_dict(data)

@@ -155,3 +155,40 @@ def test_uint8_images_reach_the_model_uncast_and_predict_the_same(image_bundle, 
     assert prepared.dtype == np.uint8  # cast by TensorFlow, inside the traced function
     as_float = engine.function()(images.astype("float32"))
     np.testing.assert_array_equal(saved.predict(images, batch_size=len(images)), as_float)
+
+
+# ---------------------------------------------------------------------------- backends
+def test_the_inference_function_is_the_running_backends():
+    import keras
+
+    from bundle.model.tf_backend import TensorFlowInference
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    function = inference_function(model, model_signature(model)[0])
+    assert type(function) is TensorFlowInference and function.backend == "tensorflow"
+
+
+@pytest.mark.parametrize(
+    ("rows", "bucket"),
+    [(1, 1), (2, 2), (3, 4), (4, 4), (5, 8), (1000, 1024), (1025, 2048), (5000, 4096)],
+)
+def test_jax_batches_are_padded_to_a_power_of_two_bucket(rows, bucket):
+    from bundle.model.jax_backend import bucket_rows
+
+    assert bucket_rows(rows, max_rows=4096) == bucket
+
+
+@pytest.mark.parametrize(
+    ("shape", "dtype", "rows"),
+    [
+        ([None, 108], "float32", 8192),  # 432 bytes a row: 9709 rows in 4 MiB
+        ([None, 64, 64, 3], "float32", 64),  # 48 KiB a row: 85 rows
+        ([None, 8, 8, 3], "float32", 4096),
+        ([None, 2], "float32", 16384),  # capped
+        ([None, 1024, 1024, 3], "float32", 1),  # one row is more than 4 MiB
+    ],
+)
+def test_jax_largest_bucket_holds_about_4_mib_of_model_input(shape, dtype, rows):
+    from bundle.model.jax_backend import max_rows_for
+
+    assert max_rows_for([{"name": "x", "shape": shape, "dtype": dtype}]) == rows
