@@ -26,6 +26,7 @@ BENCHMARKS = {
     "load": "load_bench.py",  # issue 13: the cost of snapshot loads on a large model
     "oci": "oci_bench.py",  # issue 19: push/pull through a registry vs ORAS's SDK
     "save": "save_bench.py",  # issue 15: inference-only sizes, the cost of proving a save
+    "backends": "backends_bench.py",  # issue 16: each Keras backend vs its model.predict
 }
 
 
