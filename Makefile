@@ -20,17 +20,18 @@ $(VENV)/.installed: pyproject.toml | $(PY)
 demo: $(VENV)/.installed
 	$(PY) examples/quickstart.py
 
-test: $(VENV)/.installed java chromium registry
+test: $(VENV)/.installed $(VENV)/.installed-torch java chromium registry
 	$(PY) -m pytest -q
 
-# The PyTorch backend's tests (marker `torch`; `make test` skips them without torch). PyPI's
-# torch is a CUDA build of several GB; this pins the CPU build 2.13.0, which pip takes from
-# the local wheel where the machine provides one.
+# PyTorch for the backend tests (marker `torch`, skipped where torch is not installed). PyPI's
+# torch is a CUDA build of several GB; this pins 2.13.0, which pip takes from the CPU wheel
+# the machine provides (pip's find-links) instead.
 $(VENV)/.installed-torch: $(VENV)/.installed
 	$(PIP) install --quiet 'torch==2.13.0'
 	touch $@
 
-test-torch: $(VENV)/.installed-torch
+# Only the PyTorch backend's tests.
+test-torch: $(VENV)/.installed $(VENV)/.installed-torch
 	$(PY) -m pytest -q -m torch
 
 lint: $(VENV)/.installed

@@ -1,14 +1,15 @@
-"""Keras 3 backends: bundles saved and served under JAX (and PyTorch) as well as TensorFlow.
+"""Keras 3 backends: bundles saved and served under JAX and PyTorch as well as TensorFlow.
 
 Keras picks its backend once, when first imported, so every backend runs in its own child
 process: tests/backends/save_bundles.py trains and saves one bundle per model kind (dense
-tabular with scikit-learn steps, conv net on uint8 images, LSTM, multi-input, a custom
-layer from ``__main__``, and a layer calling its backend's library directly), and
-tests/backends/load_bundles.py loads them in a fresh process and predicts. Children on JAX
-and PyTorch run with TensorFlow hidden (tests/backends/hide/sitecustomize.py: not
-importable, not in ``importlib.metadata``), as on a machine with ``keras-bundle[jax]``
-and no TensorFlow. PyTorch tests carry the ``torch`` marker (``make test-torch``).
-"""
+tabular with scikit-learn steps, conv net on uint8 images, LSTM, multi-input, two outputs
+as a dict with a label encoder on one, a custom layer from ``__main__``, and a layer
+calling its backend's library directly), and tests/backends/load_bundles.py loads them in
+a fresh process and predicts. Children on JAX and PyTorch run with TensorFlow hidden
+(tests/backends/hide/sitecustomize.py: not importable, not in ``importlib.metadata``), as
+on a machine with ``keras-bundle[jax]`` and no TensorFlow. PyTorch tests carry the
+``torch`` marker: ``make test`` installs PyTorch's CPU build and runs them, elsewhere they
+are skipped where torch is not installed."""
 
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ import pytest
 
 SCRIPTS = Path(__file__).resolve().parent / "backends"
 HIDE = SCRIPTS / "hide"
-KINDS = ("tabular", "conv", "lstm", "multi", "custom")
+KINDS = ("tabular", "conv", "lstm", "multi", "heads", "custom")
 SAME_BACKEND_ATOL = 1e-6
 CROSS_BACKEND_ATOL = 1e-5
 VERSIONS = {"tensorflow": "tensorflow-cpu", "jax": "jax", "torch": "torch"}
@@ -37,7 +38,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 HAS_TORCH = importlib.util.find_spec("torch") is not None
 torch_only = [
     pytest.mark.torch,
-    pytest.mark.skipif(not HAS_TORCH, reason="PyTorch is not installed (make test-torch)"),
+    pytest.mark.skipif(not HAS_TORCH, reason="PyTorch is not installed (make test installs it)"),
 ]
 BACKENDS = ["tensorflow", "jax", pytest.param("torch", marks=torch_only)]
 INSTALLED = ["tensorflow", "jax", *(["torch"] if HAS_TORCH else [])]

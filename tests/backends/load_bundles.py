@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from models import KINDS, test_inputs
+from models import KINDS, flat, labels_of, test_inputs
 
 from bundle import Bundle, BundleError
 
@@ -30,8 +30,8 @@ def predict_all(root: Path, results: dict, info: dict) -> None:
             info["refused"][key] = {"type": type(exc).__name__, "message": str(exc)}
             continue
         test = test_inputs(kind)
-        scores = bundle.predict(test, postprocess=False)
-        labels = bundle.predict(test) if bundle.postprocess else scores.argmax(axis=-1)
+        scores = flat(bundle.predict(test, postprocess=False))
+        labels = labels_of(bundle, test, scores)
         results[f"{key}/scores"] = scores
         results[f"{key}/labels"] = np.asarray(labels).astype(str)
         info["functions"][key] = type(bundle._get_engine().function()).__name__

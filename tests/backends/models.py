@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-KINDS = ("tabular", "conv", "lstm", "multi", "custom")
+KINDS = ("tabular", "conv", "lstm", "multi", "heads", "custom")
+CLASSES = np.array(["cat", "dog"])  # the heads kind's labels
 TRAIN, TEST = 160, 48
 
 
@@ -43,7 +44,7 @@ def inputs(kind: str, n: int, seed: int):
             "a": rng.normal(size=(n, 5)).astype("float32"),
             "b": rng.normal(size=(n, 3)).astype("float32"),
         }
-    return rng.normal(size=(n, 6)).astype("float32")  # custom, native
+    return rng.normal(size=(n, 6)).astype("float32")  # heads, custom, native
 
 
 def targets(kind: str, raw, seed: int) -> np.ndarray:
@@ -56,7 +57,27 @@ def targets(kind: str, raw, seed: int) -> np.ndarray:
         return (raw[:, :, 0].sum(axis=1) > 0).astype("int64")
     if kind == "multi":
         return (raw["a"][:, 0] + raw["b"][:, 0] > 0).astype("int64")
+    if kind == "heads":
+        return CLASSES[(raw[:, 0] > raw[:, 1]).astype("int64")]
     return (raw[:, 0] > raw[:, 1]).astype("int64")
+
+
+def flat(scores) -> np.ndarray:
+    """Scores as one array: a dict of outputs side by side, in name order."""
+    if isinstance(scores, dict):
+        return np.concatenate(
+            [np.asarray(scores[name]).reshape(len(scores[name]), -1) for name in sorted(scores)],
+            axis=1,
+        )
+    return np.asarray(scores)
+
+
+def labels_of(bundle, test, scores) -> np.ndarray:
+    """The bundle's labels: decoded where it has postprocess steps, else the argmax."""
+    if not bundle.postprocess:
+        return scores.argmax(axis=-1)
+    decoded = bundle.predict(test)
+    return decoded["kind"] if isinstance(decoded, dict) else decoded
 
 
 def train_inputs(kind: str):
@@ -106,6 +127,11 @@ def build(kind: str, keras, custom_layer=None, n_features: int = 0):
         a, b = keras.Input((5,), name="a"), keras.Input((3,), name="b")
         hidden = layers.Concatenate()([layers.Dense(8, activation="relu")(a), b])
         return keras.Model({"a": a, "b": b}, layers.Dense(2, activation="softmax")(hidden))
+    if kind == "heads":  # two outputs, as a dict named by its keys
+        x = keras.Input((6,))
+        hidden = layers.Dense(8, activation="relu")(x)
+        kind_head = layers.Dense(2, activation="softmax", name="kind_layer")(hidden)
+        return keras.Model(x, {"kind": kind_head, "size": layers.Dense(1)(hidden)})
     return keras.Sequential(
         [keras.Input((6,)), custom_layer(name="scale"), layers.Dense(2, activation="softmax")]
     )

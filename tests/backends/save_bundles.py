@@ -14,7 +14,7 @@ from pathlib import Path
 
 import keras
 import numpy as np
-from models import KINDS, build, targets, test_inputs, train_inputs
+from models import KINDS, build, flat, labels_of, targets, test_inputs, train_inputs
 from sklearn.compose import ColumnTransformer
 from sklearn.preprocessing import LabelEncoder, OneHotEncoder, StandardScaler
 
@@ -78,13 +78,17 @@ def save(kind: str, root: Path) -> dict[str, np.ndarray]:
         postprocess = LabelEncoder().fit(y)
         features = preprocess.transform(raw).astype("float32")
         y = postprocess.transform(y)
+    if kind == "heads":  # a label encoder on one output, the other as the model gives it
+        postprocess = {"kind": LabelEncoder().fit(y)}
+        y = {"kind": postprocess["kind"].transform(y), "size": raw[:, :1] - raw[:, 1:2]}
     model = build(
         "custom" if kind == "native" else kind,
         keras,
         custom_layer=Native if kind == "native" else Scale,
         n_features=features.shape[1] if kind == "tabular" else 0,
     )
-    model.compile("adam", "sparse_categorical_crossentropy")
+    loss = "sparse_categorical_crossentropy"
+    model.compile("adam", {"kind": loss, "size": "mse"} if kind == "heads" else loss)
     model.fit(features, y, epochs=2, batch_size=32, verbose=0)
     bundle = Bundle(
         model,
@@ -96,15 +100,15 @@ def save(kind: str, root: Path) -> dict[str, np.ndarray]:
     )
     bundle.save(root / kind)
     test = test_inputs(kind)
-    scores = bundle.predict(test, postprocess=False)
-    labels = bundle.predict(test) if postprocess is not None else scores.argmax(axis=-1)
+    scores = flat(bundle.predict(test, postprocess=False))
+    labels = labels_of(bundle, test, scores)
     model_input = preprocess.transform(test).astype("float32") if preprocess else test
     if kind == "conv":
         model_input = test.astype("float32")
     return {
         f"{kind}/scores": scores,
         f"{kind}/labels": np.asarray(labels).astype(str),
-        f"{kind}/keras": model.predict(model_input, verbose=0),
+        f"{kind}/keras": flat(model.predict(model_input, verbose=0)),
     }
 
 
