@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from .errors import BundleError, SchemaError
+from .model.inference import place_rows
 from .steps import Postprocessor, Preprocessor
 
 _DONE = object()
@@ -143,7 +144,7 @@ class Engine:
         outputs: Any = None
         results = self.pipelined(chunks, self.prepare, infer=lambda x: self.infer(x, precision))
         for start, result in zip(starts, results, strict=True):
-            outputs = _place(outputs, result, start, total)
+            outputs = place_rows(outputs, result, start, total)
         return outputs
 
     def pipelined(
@@ -271,22 +272,6 @@ def _converts_exactly(source: np.dtype, target: np.dtype) -> bool:
     time on uint8 images). Float narrowing, which needs the overflow check, stays here.
     """
     return source.kind in "biu" and target.kind == "f" and np.can_cast(source, target, "safe")
-
-
-def _place(outputs: Any, result: Any, start: int, total: int) -> Any:
-    """Write one chunk's result into preallocated outputs (allocated on the first chunk)."""
-    if isinstance(result, Mapping):
-        outputs = outputs or {}
-        for key, value in result.items():
-            outputs[key] = _place(outputs.get(key), value, start, total)
-        return outputs
-    if isinstance(result, list):
-        outputs = outputs or [None] * len(result)
-        return [_place(o, r, start, total) for o, r in zip(outputs, result, strict=True)]
-    if outputs is None:
-        outputs = np.empty((total, *result.shape[1:]), dtype=result.dtype)
-    outputs[start : start + len(result)] = result
-    return outputs
 
 
 def n_rows(canonical: Any) -> int:

@@ -19,7 +19,7 @@ import numpy as np
 
 from .keras_io import import_keras
 
-__all__ = ["IMPLEMENTATIONS", "InferenceFunction", "inference_function"]
+__all__ = ["IMPLEMENTATIONS", "InferenceFunction", "inference_function", "place_rows"]
 
 IMPLEMENTATIONS = {
     "tensorflow": ("tf_backend", "TensorFlowInference"),
@@ -90,6 +90,26 @@ def to_numpy(result: Any, convert: Any) -> Any:
     if isinstance(result, (list, tuple)):
         return [convert(value) for value in result]
     return convert(result)
+
+
+def place_rows(outputs: Any, result: Any, start: int, total: int) -> Any:
+    """Write one slice's `result` into rows ``start:`` of a batch of `total` rows' outputs.
+
+    `outputs` is None for the first slice: the arrays (or the dict or list of them) are
+    allocated then, shaped like `result`'s with `total` rows; the filled outputs are returned.
+    """
+    if isinstance(result, Mapping):
+        outputs = outputs or {}
+        for key, value in result.items():
+            outputs[key] = place_rows(outputs.get(key), value, start, total)
+        return outputs
+    if isinstance(result, list):
+        outputs = outputs or [None] * len(result)
+        return [place_rows(o, r, start, total) for o, r in zip(outputs, result, strict=True)]
+    if outputs is None:
+        outputs = np.empty((total, *result.shape[1:]), dtype=result.dtype)
+    outputs[start : start + len(result)] = result
+    return outputs
 
 
 def inference_function(model: Any, inputs: list[dict[str, Any]]) -> InferenceFunction:

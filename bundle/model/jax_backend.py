@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from .inference import REDUCED_PRECISION, InferenceFunction, to_numpy
+from .inference import REDUCED_PRECISION, InferenceFunction, place_rows, to_numpy
 
 __all__ = ["CALL_BYTES", "MAX_ROWS", "JaxInference", "bucket_rows", "max_rows_for"]
 
@@ -101,7 +101,7 @@ class JaxInference(InferenceFunction):
         for start in range(0, n, self.max_rows):
             stop = min(start + self.max_rows, n)
             part = self._call(function, x, start, stop)
-            outputs = _place(outputs, part, start, n)
+            outputs = place_rows(outputs, part, start, n)
         return outputs
 
     def _call(self, function: Any, x: Any, start: int, stop: int) -> Any:
@@ -119,17 +119,3 @@ class JaxInference(InferenceFunction):
         non_trainable = [v.value for v in self._non_trainable]
         result = function(trainable, non_trainable, batch)
         return to_numpy(result, lambda value: np.array(value)[:rows])
-
-
-def _place(outputs: Any, part: Any, start: int, total: int) -> Any:
-    """Write one slice's outputs into the whole batch's (allocated on the first slice)."""
-    if isinstance(part, dict):
-        outputs = outputs or {}
-        return {key: _place(outputs.get(key), value, start, total) for key, value in part.items()}
-    if isinstance(part, list):
-        outputs = outputs or [None] * len(part)
-        return [_place(o, p, start, total) for o, p in zip(outputs, part, strict=True)]
-    if outputs is None:
-        outputs = np.empty((total, *part.shape[1:]), dtype=part.dtype)
-    outputs[start : start + len(part)] = part
-    return outputs
