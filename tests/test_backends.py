@@ -17,6 +17,7 @@ import importlib.metadata
 import importlib.util
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -380,3 +381,49 @@ def test_export_needs_the_tensorflow_backend_and_the_cli_switches_to_it(
     result = run(["-m", "bundle.cli", "export", str(bundle_dir), str(tmp_path / "sm")], env)
     assert "exported bundle 'tabular' 1" in result.stdout
     assert (tmp_path / "sm" / "saved_model.pb").is_file()
+
+
+def test_spark_scores_on_jax_without_tensorflow_in_driver_and_workers(saved, keras_home):
+    """bundle.spark.score of a TensorFlow-saved bundle where TensorFlow is not installed."""
+    if shutil.which("java") is None:
+        pytest.skip("no Java runtime: run `make java` to install one")
+    bundle_dir = saved("tensorflow") / "tabular" / "1"
+    code = f"""
+        import importlib.util, json, sys
+        sys.path.insert(0, {str(SCRIPTS)!r})
+        from models import test_inputs
+        from pyspark.sql import SparkSession
+        from bundle.spark import score
+
+        spark = (
+            SparkSession.builder.master("local[1]")
+            .config("spark.ui.enabled", "false")
+            .config("spark.driver.host", "127.0.0.1")
+            .config("spark.driver.bindAddress", "127.0.0.1")
+            .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+            .getOrCreate()
+        )
+        frame = test_inputs("tabular").reset_index(names="row_id")
+        scored = score(spark.createDataFrame(frame), {str(bundle_dir)!r}, id_cols=["row_id"])
+        labels = scored.toPandas().sort_values("row_id")["prediction"].tolist()
+
+        def worker(_):  # a worker as score's: loads the bundle, predicts
+            from bundle import Bundle
+
+            Bundle.load({str(bundle_dir)!r}).predict(frame.drop(columns="row_id")[:2])
+            return (
+                importlib.util.find_spec("tensorflow") is None,
+                sys.modules["keras"].backend.backend(),
+            )
+
+        workers = spark.sparkContext.parallelize([0], 1).map(worker).collect()
+        spark.stop()
+        print(json.dumps({{"labels": labels, "workers": workers,
+                          "driver_tensorflow": "tensorflow" in sys.modules}}))
+        """
+    env = child_env(None, keras_home, hide_tensorflow=True)
+    env["PYSPARK_PYTHON"] = env["PYSPARK_DRIVER_PYTHON"] = sys.executable
+    out = json.loads(run(["-c", textwrap.dedent(code)], env).stdout.strip().splitlines()[-1])
+    np.testing.assert_array_equal(out["labels"], expected_of(saved, "tensorflow")["tabular/labels"])
+    assert out["workers"] == [[True, "jax"]]
+    assert out["driver_tensorflow"] is False
