@@ -1,10 +1,11 @@
 """PyTorch backend: the model called eagerly under ``torch.inference_mode``.
 
 No compilation: ``torch.compile`` of a Keras model was measured (benchmarks/RESULTS.md,
-"Backends") to take 5 to 60 s on the first call and to recompile past its limit on Keras'
-layer hooks as batch sizes vary, for no steady gain on the reference conv net; inference
-mode alone skips autograd's bookkeeping.
-"""
+"Backends") to compile twice per process at 3 to 10 s each (a batch of one, then dynamic
+shapes); afterwards the dense tabular model ran at 2.2x the rows/s, the conv net at the
+same rate and slower on one row. Serving and Spark workers would pay the compilations on
+every start for a gain on some models only; inference mode alone skips autograd's
+bookkeeping."""
 
 from __future__ import annotations
 
