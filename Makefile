@@ -42,7 +42,8 @@ $(VENV)/.installed-bench: pyproject.toml $(VENV)/.installed
 	$(PIP) install --quiet -e '.[cpu,dev,serve,spark,bench]'
 	touch $@
 
-bench: $(VENV)/.installed-bench
+# PyTorch too: the backends benchmark measures every Keras backend installed.
+bench: $(VENV)/.installed-bench $(VENV)/.installed-torch
 	$(PY) benchmarks/run.py
 
 # The gRPC server's message classes, from bundle/serve/_proto/open_inference.proto.
