@@ -274,8 +274,13 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_cli_and_server_without_tensorflow_pick_an_installed_backend(saved, keras_home, tmp_path):
-    """No KERAS_BACKEND, keras.json says tensorflow, TensorFlow not installed: JAX is used."""
+@pytest.mark.parametrize(
+    ("backend", "running"), [(None, "JAX"), pytest.param("torch", "PyTorch", marks=torch_only)]
+)
+def test_cli_and_server_without_tensorflow_pick_an_installed_backend(
+    saved, keras_home, tmp_path, backend, running
+):
+    """TensorFlow not installed: KERAS_BACKEND's backend, else (keras.json says tensorflow) JAX."""
     import httpx
     import pandas as pd
 
@@ -286,7 +291,7 @@ def test_cli_and_server_without_tensorflow_pick_an_installed_backend(saved, kera
         sys.path.remove(str(SCRIPTS))
     bundle_dir = saved("tensorflow") / "tabular" / "1"
     expected = expected_of(saved, "tensorflow")["tabular/labels"]
-    env = child_env(None, keras_home, hide_tensorflow=True)
+    env = child_env(backend, keras_home, hide_tensorflow=True)
     frame = test_inputs("tabular")
     frame.to_csv(tmp_path / "rows.csv", index=False)
 
@@ -297,7 +302,7 @@ def test_cli_and_server_without_tensorflow_pick_an_installed_backend(saved, kera
 
     verified = run([*cli, "verify", str(bundle_dir)], env).stdout
     assert "model (saved on TensorFlow 2" in verified
-    assert ", running on JAX " in verified
+    assert f", running on {running} " in verified
     assert verified.rstrip().endswith("bundle 'tabular' 1: verified")
 
     refused = run([*cli, "export", str(bundle_dir), str(tmp_path / "sm")], env, check=False)
