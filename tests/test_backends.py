@@ -163,6 +163,10 @@ def test_a_fresh_process_on_the_same_backend_predicts_within_1e_6(saved, loaded,
     assert info["backend"] == backend
     names = {"tensorflow": "TensorFlowInference", "jax": "JaxInference", "torch": "TorchInference"}
     assert set(info["functions"].values()) == {names[backend]}
+    for kind in ("conv", "heads"):  # reduced precision runs on every backend, float32 out
+        half = info["float16"][f"{backend}/{kind}"]
+        assert half["dtype"] == "float32" and half["function"] == names[backend], half
+        assert 0 < half["max_abs"] <= 1e-2, (kind, half)
     assert info["tensorflow_imported"] is (backend == "tensorflow")
 
 

@@ -4,8 +4,8 @@ Usage: python load_bundles.py OUT ROOT [ROOT ...]. Nothing of the training scrip
 imported here: each bundle comes back from its files alone. Writes OUT.npz with the scores
 and labels of every kind under every ROOT (keyed ``<saved backend>/<kind>/...``) and
 OUT.json with what happened: the backend Keras picked, the inference function's class,
-refusals (their type and message), whether TensorFlow was imported, and on JAX the
-compilations made by batches of varying sizes.
+refusals (their type and message), float16 predictions against float32, whether
+TensorFlow was imported, and on JAX the compilations made by batches of varying sizes.
 """
 
 from __future__ import annotations
@@ -37,6 +37,14 @@ def predict_all(root: Path, results: dict, info: dict) -> None:
         info["functions"][key] = type(bundle._get_engine().function()).__name__
         info["manifest_backend"][key] = bundle.manifest.backend
         info["verify"][key] = bundle.verify().ok
+        if kind in ("conv", "heads"):  # a float16 copy of the model, on this backend too
+            half = bundle.predict(test, postprocess=False, precision="float16")
+            flat_half = flat(half)
+            info["float16"][key] = {
+                "dtype": str(flat_half.dtype),
+                "max_abs": float(np.abs(flat_half - scores).max()),
+                "function": type(bundle._get_engine().function("float16")).__name__,
+            }
 
 
 def buckets(root: Path, info: dict) -> None:
@@ -63,7 +71,13 @@ def buckets(root: Path, info: dict) -> None:
 def main() -> None:
     out = Path(sys.argv[1])
     results: dict[str, np.ndarray] = {}
-    info: dict = {"refused": {}, "functions": {}, "manifest_backend": {}, "verify": {}}
+    info: dict = {
+        "refused": {},
+        "functions": {},
+        "manifest_backend": {},
+        "verify": {},
+        "float16": {},
+    }
     for root in map(Path, sys.argv[2:]):
         predict_all(root, results, info)
     import keras  # imported by Bundle.load, on the backend it chose
