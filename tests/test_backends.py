@@ -234,7 +234,14 @@ def test_a_layer_calling_jax_numpy_is_refused_on_tensorflow(loaded):
 def test_a_layer_calling_tensorflow_is_refused_on_jax_with_tensorflow_installed(saved, keras_home):
     root = saved("tensorflow")
     code = f"""
+        import sys
+        import numpy as np
         from bundle import Bundle, BackendError
+        # Keras' cloning imports TensorFlow where installed: its banner stays off stderr.
+        Bundle.load({str(root / "custom")!r}, trusted=True).predict(
+            np.zeros((2, 6), "float32"), precision="float16"
+        )
+        print("TensorFlow imported:", "tensorflow" in sys.modules, file=sys.stderr, flush=True)
         try:
             Bundle.load({str(root / "native")!r}, trusted=True)
         except BackendError as exc:
@@ -242,7 +249,10 @@ def test_a_layer_calling_tensorflow_is_refused_on_jax_with_tensorflow_installed(
             print(exc)
         """
     env = child_env("jax", keras_home, hide_tensorflow=False)
-    out = run(["-c", textwrap.dedent(code)], env).stdout
+    env.pop("TF_CPP_MIN_LOG_LEVEL")
+    result = run(["-c", textwrap.dedent(code)], env)
+    assert result.stderr.startswith("TensorFlow imported: True\n"), result.stderr[:2000]
+    out = result.stdout
     assert "['tensorflow'] jax [\"custom layer 'Native' (__main__.Native)\"]" in out
     assert (
         "Bundle 'native' 1 cannot run on JAX, the backend Keras runs on here: 1 part(s) of the "

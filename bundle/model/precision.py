@@ -6,7 +6,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..errors import ModelError
+from .backend import is_installed
 from .keras_io import import_keras
+from .quiet import import_quietly
 
 __all__ = ["PRECISIONS", "reduced_precision"]
 
@@ -25,6 +27,10 @@ def reduced_precision(
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}.")
     keras = import_keras()
+    if is_installed("tensorflow"):
+        # Keras' serialization imports TensorFlow where installed, on any backend: import it
+        # first, without its start-up banner on stderr.
+        import_quietly("tensorflow")
 
     def clone_layer(layer: Any) -> Any:
         config = layer.get_config()
