@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .contract import InputSchema, infer_schema, schema_from_hints
-from .engine import Engine, n_rows
+from .contract import InputSchema, infer_schema, n_rows, schema_from_hints
+from .engine import Engine
 from .errors import (
     BundleError,
     CompileStateSkippedWarning,
@@ -1269,15 +1269,19 @@ def _infer_input_schema(example: Any, preprocess: Sequence[Any], model: Any) -> 
     rules = input_rules(preprocess)
     n_features = rules.n_features
     missing = sorted(rules.missing_handled)
+    infinity = sorted(rules.infinity_refused)
     if example is None or not hasattr(example, "columns"):
         columns = rules.feature_names or [str(i) for i in range(n_features or 0)]
         if columns and set(columns) <= rules.missing_handled:
             missing.append("*")
+        if columns and set(columns) <= rules.infinity_refused:
+            infinity.append("*")  # array input: only when every column refuses infinity
     if example is not None:
         return infer_schema(
             example,
             missing_handled=missing,
             closed_categories=rules.closed_categories or None,
+            infinity_refused=infinity,
             input_names=_model_input_names(model),
         )
     return schema_from_hints(
@@ -1287,6 +1291,7 @@ def _infer_input_schema(example: Any, preprocess: Sequence[Any], model: Any) -> 
         model_inputs=None if preprocess else _model_inputs(model),
         missing_handled=missing,
         closed_categories=rules.closed_categories or None,
+        infinity_refused=infinity,
     )
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from .contract import n_rows, slice_rows
 from .errors import BundleError, SchemaError
 from .model.inference import place_rows
 from .steps import Postprocessor, Preprocessor
@@ -23,7 +24,7 @@ DEFAULT_BATCH_BYTES = 16 << 20
 MIN_BATCH_ROWS, MAX_BATCH_ROWS = 256, 16384
 DEFAULT_UNKNOWN_BATCH_ROWS = 4096  # before a subclassed model's first call
 
-__all__ = ["Engine", "n_rows"]
+__all__ = ["Engine"]
 
 
 class Engine:
@@ -140,7 +141,7 @@ class Engine:
         if total <= batch_size:  # one chunk: no slicing, no thread
             return self.infer(self.prepare(canonical), precision)
         starts = range(0, total, batch_size)
-        chunks = (_slice_rows(canonical, start, start + batch_size) for start in starts)
+        chunks = (slice_rows(canonical, start, start + batch_size) for start in starts)
         outputs: Any = None
         results = self.pipelined(chunks, self.prepare, infer=lambda x: self.infer(x, precision))
         for start, result in zip(starts, results, strict=True):
@@ -274,16 +275,3 @@ def _converts_exactly(source: np.dtype, target: np.dtype) -> bool:
     return source.kind in "biu" and target.kind == "f" and np.can_cast(source, target, "safe")
 
 
-def n_rows(canonical: Any) -> int:
-    if isinstance(canonical, Mapping):
-        values = list(canonical.values())
-        return n_rows(values[0]) if values else 0
-    return len(canonical)
-
-
-def _slice_rows(canonical: Any, start: int, stop: int) -> Any:
-    if isinstance(canonical, Mapping):
-        return {key: _slice_rows(value, start, stop) for key, value in canonical.items()}
-    if hasattr(canonical, "iloc"):
-        return canonical.iloc[start:stop]
-    return canonical[start:stop]

@@ -66,6 +66,7 @@ from typing import Any
 import numpy as np
 
 from bundle import Bundle, BundleError, SchemaError
+from bundle.contract import concat_rows, slice_rows
 from bundle.errors import StorageError, UsageError
 from bundle.format import hash_file
 from bundle.storage import is_archive_name, is_oci, is_url, oci, open_root, split_alias
@@ -850,28 +851,20 @@ def _as_frame(batch: Any, columns: Sequence[str]) -> Any:
 
 def _rebatch(frames: Iterable[Any], size: int) -> Iterator[Any]:
     """Re-cut a stream of DataFrames into frames of exactly `size` rows (the last: fewer)."""
-    import pandas as pd
-
     pending: list[Any] = []
     count = 0
     for frame in frames:
         start = 0
         while start < len(frame):
-            part = frame.iloc[start : start + size - count]
+            part = slice_rows(frame, start, start + size - count)
             start += len(part)
             pending.append(part)
             count += len(part)
             if count == size:
-                yield _joined(pending, pd)
+                yield concat_rows(pending).reset_index(drop=True)
                 pending, count = [], 0
     if pending:
-        yield _joined(pending, pd)
-
-
-def _joined(parts: list[Any], pd: Any) -> Any:
-    if len(parts) == 1:
-        return parts[0].reset_index(drop=True)
-    return pd.concat(parts, ignore_index=True)
+        yield concat_rows(pending).reset_index(drop=True)
 
 
 class _Partition:

@@ -272,3 +272,95 @@ def test_image_input_is_replayed_or_refused(image_bundle, image_parts, raw):
     if len(batch):
         expected = image_parts.predict(batch.astype("float32"), verbose=0)
         np.testing.assert_allclose(scores, expected, rtol=1e-5, atol=1e-6)
+
+
+# ---------------------------------------------------------------- infinity
+@pytest.fixture(scope="module")
+def infinity_bundle():
+    """'scaled' refuses infinity (StandardScaler), 'raw' passes it through, 'bounded' goes
+    through tanh first (infinity becomes 1), 'logged' through log (log(0) is -inf inside)."""
+    import keras
+    from sklearn.compose import ColumnTransformer
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import FunctionTransformer, StandardScaler
+
+    rng = np.random.default_rng(3)
+    frame = pd.DataFrame(
+        {
+            "scaled": rng.normal(0, 1, 100),
+            "raw": rng.normal(0, 1, 100),
+            "bounded": rng.normal(0, 1, 100),
+            "logged": rng.uniform(1, 5, 100),
+        }
+    )
+    ct = ColumnTransformer(
+        [
+            ("scaled", StandardScaler(), ["scaled"]),
+            ("raw", "passthrough", ["raw"]),
+            ("bounded", make_pipeline(FunctionTransformer(np.tanh), StandardScaler()), ["bounded"]),
+            ("logged", make_pipeline(FunctionTransformer(np.log), StandardScaler()), ["logged"]),
+        ]
+    ).fit(frame)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    return Bundle(model, preprocess=ct, input_example=frame, name="finite"), frame
+
+
+def test_infinity_is_refused_by_the_contract_naming_the_column(infinity_bundle):
+    bundle, frame = infinity_bundle
+    rows = frame.iloc[:3].copy()
+    rows["scaled"] = [1.0, np.inf, -np.inf]
+    assert bundle.input_schema.to_dict()["columns"][0]["refuses_infinity"] is True
+    with pytest.raises(
+        SchemaError,
+        match=r"Column 'scaled' has infinite values in 2 of 3 rows \(rows 1, 2\), which its "
+        r"preprocessing refuses: scikit-learn's transformers take finite numbers only",
+    ) as err:
+        bundle.predict(rows)
+    assert err.value.column == "scaled"
+    assert "passed the bundle's input checks" not in str(err.value)
+    assert any("'scaled' has infinite values" in p for p in bundle.validate(rows))
+
+
+def test_infinity_passes_where_no_step_refuses_it(infinity_bundle):
+    bundle, frame = infinity_bundle
+    rows = frame.iloc[:3].copy()
+    rows["raw"] = [np.inf, 1.0, 2.0]
+    rows["bounded"] = [np.inf, -np.inf, 0.5]  # tanh maps them to +-1 before the scaler
+    columns = {c["name"]: c for c in bundle.input_schema.to_dict()["columns"]}
+    assert "refuses_infinity" not in columns["raw"] and "refuses_infinity" not in columns["bounded"]
+    assert bundle.validate(rows) == []
+    out = bundle.predict(rows)
+    assert np.isfinite(out[1:]).all()
+
+
+def test_a_step_refusing_what_the_contract_cannot_see_raises_schema_error(infinity_bundle):
+    """log(0) is -inf inside the pipeline: the scaler after it refuses it. That is an input
+    problem, reported as SchemaError naming the step, not a StepError."""
+    bundle, frame = infinity_bundle
+    rows = frame.iloc[:2].copy()
+    rows["logged"] = [0.0, 2.0]
+    with pytest.raises(
+        SchemaError,
+        match=r"Preprocess step 0 \(sklearn\.compose\.ColumnTransformer\) refused the input: "
+        r"Input column 0 \('logged'\) contains NaN or infinity",
+    ) as err:
+        bundle.predict(rows)
+    assert "passed the bundle's input checks" not in str(err.value)
+    assert not isinstance(err.value, StepError)
+
+
+def test_array_input_refuses_infinity_when_every_column_does(tmp_path):
+    import keras
+    from sklearn.preprocessing import StandardScaler
+
+    x = np.random.default_rng(4).normal(size=(50, 3))
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    bundle = Bundle(model, preprocess=StandardScaler().fit(x), input_example=x)
+    loaded = Bundle.load(bundle.save(tmp_path / "root"))
+    assert loaded.input_schema.to_dict()["refuses_infinity"] is True
+    bad = x[:2].copy()
+    bad[1, 2] = np.inf
+    with pytest.raises(
+        SchemaError, match=r"Input has infinite values in 1 of 2 samples \(sample 1\)"
+    ):
+        loaded.predict(bad)

@@ -146,3 +146,35 @@ def test_unrecorded_packages_and_python_do_not_warn():
         warnings.simplefilter("always")
         assert warn_on_mismatch(recorded, label="Bundle 'x' 1") == []
     assert _mismatch_warnings(caught) == []
+
+
+def test_one_policy_decides_for_load_verify_and_the_cli():
+    """Load's warnings, verify's report and `bundle inspect`'s environment rows read the same
+    comparison: major.minor of the packages a bundle runs on; python, platform, patch
+    releases and missing packages are shown but do not count."""
+    from bundle.cli.reading import _environment_rows
+    from bundle.format.environment import compare_environment
+    from bundle.format.verification import environment_check
+
+    running = capture_environment()
+    major, minor, *_ = running["numpy"].split(".")
+    recorded = {
+        **running,
+        "python": "2.7.18",
+        "platform": "win32-AMD64",
+        "numpy": f"{major}.{minor}.999",  # a patch release: shown, not significant
+        "scikit-learn": "0.24.2",  # significant
+        "joblib": None,  # not recorded
+    }
+    differences = {d.package: d.significant for d in compare_environment(recorded)}
+    assert differences["scikit-learn"] is True
+    assert differences["numpy"] is differences["python"] is differences["platform"] is False
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert warn_on_mismatch(recorded, label="Bundle 'x' 1") == ["scikit-learn"]
+    assert [w.package for w in _mismatch_warnings(caught)] == ["scikit-learn"]
+    detail = environment_check(recorded).detail
+    assert f"scikit-learn 0.24.2 -> {running['scikit-learn']} !" in detail
+    assert f"numpy {major}.{minor}.999 -> {running['numpy']}," in detail + ","
+    rows = {row["package"]: row["differs"] for row in _environment_rows(recorded)}
+    assert {key for key, differs in rows.items() if differs} == {"scikit-learn"}

@@ -13,7 +13,7 @@ import click
 from ..contract import InputSchema
 from ..errors import BundleNotFoundError
 from ..format.digest import manifest_digest
-from ..format.environment import PACKAGES, capture_environment, major_minor
+from ..format.environment import PACKAGES, capture_environment, compare_environment
 from ..format.keras_config import read_model_config
 from ..format.layout import MANIFEST_FILE, SIGNATURE_FILE
 from ..format.manifest import Manifest, parse_manifest, read_manifest
@@ -175,21 +175,21 @@ def _trust_reasons(manifest: Manifest, decision: TrustDecision) -> list[dict[str
 
 
 def _environment_rows(recorded: Mapping[str, str | None]) -> list[dict[str, Any]]:
-    """``package, saved, running, differs`` rows; `differs` compares major.minor as load does."""
+    """``package, saved, running, differs`` rows; `differs` is load's own decision
+    (`format.environment.is_significant`)."""
     running = capture_environment()
+    significant = {d.package for d in compare_environment(recorded, running) if d.significant}
     keys = ["python", "platform", *PACKAGES]
     keys += [key for key in recorded if key not in keys]
-    rows = []
-    for key in keys:
-        saved, now = recorded.get(key), running.get(key)
-        if key == "platform":
-            differs = saved != now
-        else:
-            differs = (saved is None) != (now is None) or bool(
-                saved and now and major_minor(saved) != major_minor(now)
-            )
-        rows.append({"package": key, "saved": saved, "running": now, "differs": differs})
-    return rows
+    return [
+        {
+            "package": key,
+            "saved": recorded.get(key),
+            "running": running.get(key),
+            "differs": key in significant,
+        }
+        for key in keys
+    ]
 
 
 def _steps(manifest: Manifest) -> list[dict[str, Any]]:
@@ -433,7 +433,7 @@ def _render_inspect(
         out.append("  Pass --trusted only for bundles you made or whose source you trust.")
     else:
         out.append("  Every part loads without executing stored code: trusted=True not needed.")
-    out += ["", _heading("Environment") + " (saved vs running; * = major.minor differs)"]
+    out += ["", _heading("Environment") + " (saved vs running; * = differs as load warns)"]
     out.append(
         _table(
             ("package", "saved", "running", ""),

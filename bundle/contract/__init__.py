@@ -88,6 +88,7 @@ from .columns import ColumnSpec
 from .dtypes import ALL_ARRAYS, KINDS, MAX_CATEGORIES
 from .infer import infer_schema, schema_from_hints
 from .multi import MultiInputSchema
+from .rows import concat_rows, n_rows, slice_rows
 from .tabular import TabularSchema
 
 __all__ = [
@@ -99,6 +100,9 @@ __all__ = [
     "InputSchema",
     "MultiInputSchema",
     "TabularSchema",
+    "concat_rows",
     "infer_schema",
+    "n_rows",
     "schema_from_hints",
+    "slice_rows",
 ]

@@ -35,6 +35,7 @@ class ArraySchema(InputSchema):
         value_kind: the kind of the values (one of `KINDS`, never "categorical").
         has_missing: whether the example held NaN; None when unknown (not checked).
         missing_handled: a preprocessing step imputes NaN, so NaN passes.
+        refuses_infinity: the preprocessing refuses infinity, so the contract does.
     """
 
     shape: tuple[int | None, ...]
@@ -42,6 +43,7 @@ class ArraySchema(InputSchema):
     value_kind: str = "any"
     has_missing: bool | None = None
     missing_handled: bool = False
+    refuses_infinity: bool = False
     kind: ClassVar[str] = "array"
 
     def __post_init__(self) -> None:
@@ -59,6 +61,7 @@ class ArraySchema(InputSchema):
             dtype=self.dtype,
             has_missing=self.has_missing,
             missing_handled=self.missing_handled,
+            refuses_infinity=self.refuses_infinity and self.dtype is not None,
         )
 
     def _already_canonical(self, array: np.ndarray) -> bool:
@@ -74,8 +77,13 @@ class ArraySchema(InputSchema):
             for expected, got in zip(self.shape, array.shape[1:], strict=True)
         ):
             return False
-        if array.dtype.kind == "f" and not self._spec.allows_missing:
-            return not np.isnan(array).any()
+        if array.dtype.kind == "f":
+            nan_refused, inf_refused = not self._spec.allows_missing, self.refuses_infinity
+            if nan_refused and inf_refused:
+                return bool(np.isfinite(array).all())
+            if nan_refused or inf_refused:
+                return not (np.isnan if nan_refused else np.isinf)(array).any()
+            return True
         return array.dtype.kind in "biuf"
 
     def to_dict(self) -> dict[str, Any]:
@@ -86,6 +94,7 @@ class ArraySchema(InputSchema):
             "value_kind": self.value_kind,
             "has_missing": self.has_missing,
             "missing_handled": self.missing_handled,
+            **({"refuses_infinity": True} if self.refuses_infinity else {}),
         }
 
     @classmethod

@@ -30,6 +30,8 @@ class ColumnSpec:
         ordered: whether the categorical dtype is ordered.
         minimum: the smallest finite value of a numeric column in the example.
         maximum: the largest finite value of a numeric column in the example.
+        refuses_infinity: the preprocessing refuses infinity in this (float) column, so the
+            contract refuses it, naming the column, before any step runs.
     """
 
     name: Any
@@ -45,6 +47,7 @@ class ColumnSpec:
     ordered: bool = False
     minimum: float | int | None = None
     maximum: float | int | None = None
+    refuses_infinity: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -92,7 +95,10 @@ class ColumnSpec:
         return _MISSING_VALUES[self.missing_value or "nan"]
 
     def to_dict(self) -> dict[str, Any]:
-        return {f.name: _jsonable(getattr(self, f.name)) for f in fields(self)}
+        data = {f.name: _jsonable(getattr(self, f.name)) for f in fields(self)}
+        if not self.refuses_infinity:  # written only when set: older readers keep reading
+            del data["refuses_infinity"]
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ColumnSpec:
@@ -125,6 +131,7 @@ _COLUMN_FIELDS: dict[str, tuple[type, ...]] = {
     "ordered": (bool,),
     "minimum": _OPTIONAL_NUMBER,
     "maximum": _OPTIONAL_NUMBER,
+    "refuses_infinity": (bool,),
 }
 _ARRAY_FIELDS: dict[str, tuple[type, ...]] = {
     "kind": (str,),
@@ -133,6 +140,7 @@ _ARRAY_FIELDS: dict[str, tuple[type, ...]] = {
     "value_kind": (str,),
     "has_missing": _OPTIONAL_FLAG,
     "missing_handled": (bool,),
+    "refuses_infinity": (bool,),
 }
 _TABULAR_FIELDS: dict[str, tuple[type, ...]] = {"kind": (str,), "columns": (list,)}
 _MULTI_FIELDS: dict[str, tuple[type, ...]] = {"kind": (str,), "inputs": (dict,)}

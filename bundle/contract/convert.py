@@ -435,6 +435,7 @@ def _convert(values: _Values, spec: ColumnSpec, where: _Where) -> _Converted:
     converted = _CONVERTERS[spec.kind](values, spec, where)
     problems = list(converted.problems)
     problems += _missing_problems(converted.mask, spec, where)
+    problems += _infinity_problems(converted.data, spec, where)
     if converted.data is not None:
         problems += _unseen_problems(converted.data, converted.mask, spec, where)
     return _Converted(None if problems else converted.data, converted.mask, problems)
@@ -454,6 +455,29 @@ def _missing_problems(mask: np.ndarray, spec: ColumnSpec, where: _Where) -> list
         f"{where.subject} has missing values (NaN/None) in {len(flagged):,} of "
         f"{_plural(total, unit)} ({at} {first}), but the training example had none "
         f"and no preprocessing step imputes them.\nFill or drop these {unit}s before predicting."
+    )
+    return [where.problem(text)]
+
+
+def _infinity_problems(data: Any, spec: ColumnSpec, where: _Where) -> list[_Problem]:
+    """Refuse infinity where the preprocessing refuses it (scikit-learn's check_array)."""
+    if not spec.refuses_infinity or getattr(data, "dtype", None) is None or data.dtype.kind != "f":
+        return []
+    infinite = np.isinf(data)
+    if not infinite.any():
+        return []
+    flagged = np.flatnonzero(where.per_unit(infinite))
+    total = where.shape[0] if where.shape else 1
+    first = ", ".join(str(i) for i in flagged[:MAX_LISTED]) + (
+        ", ..." if len(flagged) > MAX_LISTED else ""
+    )
+    unit = where.unit
+    at = f"{unit}s" if len(flagged) > 1 else unit
+    text = (
+        f"{where.subject} has infinite values in {len(flagged):,} of {_plural(total, unit)} "
+        f"({at} {first}), which its preprocessing refuses: scikit-learn's transformers take "
+        "finite numbers only (and NaN only where a step imputes it).\n"
+        f"Replace these {unit}s' values with finite numbers before predicting."
     )
     return [where.problem(text)]
 

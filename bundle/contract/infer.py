@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -24,6 +25,7 @@ def infer_schema(
     *,
     missing_handled: Iterable[str] = (),
     closed_categories: Mapping[Any, Sequence[Any]] | None = None,
+    infinity_refused: Iterable[str] = (),
     input_names: Sequence[str] | None = None,
 ) -> InputSchema:
     """Infer the input contract from an input example.
@@ -38,6 +40,9 @@ def infer_schema(
         closed_categories: ``{column: categories}`` for columns whose encoder fails on
             unseen values (``handle_unknown='error'``); unseen values are refused. A missing
             value among the categories means the encoder accepts missing values too.
+        infinity_refused: columns whose preprocessing refuses infinity (scikit-learn's
+            check_array): the contract refuses it there, naming the column. Array input:
+            the key "*" (or the input's name), as for `missing_handled`.
         input_names: the model's input names, to name a multi-input example (or check one).
 
     Returns:
@@ -54,12 +59,24 @@ def infer_schema(
         '[3]'
     """
     # Fitted steps name columns by str(name), so hints match column names as text.
-    handled = frozenset(map(str, missing_handled))
-    closed = {str(name): values for name, values in (closed_categories or {}).items()}
-    schema = _infer(_named_example(example, input_names), handled, closed)
+    hints = _Hints(
+        frozenset(map(str, missing_handled)),
+        {str(name): values for name, values in (closed_categories or {}).items()},
+        frozenset(map(str, infinity_refused)),
+    )
+    schema = _infer(_named_example(example, input_names), hints)
     if isinstance(schema, TabularSchema):
-        _check_hint_names({str(name) for name in schema.names}, handled, closed)
+        _check_hint_names({str(name) for name in schema.names}, hints)
     return schema
+
+
+@dataclass(frozen=True)
+class _Hints:
+    """What the fitted steps say about columns: imputed, closed categories, no infinity."""
+
+    handled: frozenset[str]
+    closed: Mapping[str, Sequence[Any]]
+    refused: frozenset[str]
 
 
 def _named_example(example: Any, input_names: Sequence[str] | None) -> Any:
@@ -86,21 +103,17 @@ def _named_example(example: Any, input_names: Sequence[str] | None) -> Any:
     return example
 
 
-def _infer(
-    example: Any, handled: frozenset[str], closed: Mapping[str, Sequence[Any]]
-) -> InputSchema:
+def _infer(example: Any, hints: _Hints) -> InputSchema:
     infer = next((fn for types, fn in _INFERERS if isinstance(example, types)), None)
     if infer is None:
         raise TypeError(
             f"Cannot infer an input schema from {_type_name(example)}; pass a pandas DataFrame, "
             "a numpy array, or a dict of those keyed by model input name (np.asarray(x) for lists)."
         )
-    return infer(example, handled, closed)
+    return infer(example, hints)
 
 
-def _infer_tabular(
-    frame: pd.DataFrame, handled: frozenset[str], closed: Mapping[str, Sequence[Any]]
-) -> TabularSchema:
+def _infer_tabular(frame: pd.DataFrame, hints: _Hints) -> TabularSchema:
     duplicated = _sorted(set(frame.columns[frame.columns.duplicated()]))
     if duplicated:
         raise ValueError(
@@ -115,13 +128,14 @@ def _infer_tabular(
         )
     return TabularSchema(
         tuple(
-            _infer_column(frame.iloc[:, i], str(name) in handled, closed.get(str(name)))
+            _infer_column(frame.iloc[:, i], hints, str(name))
             for i, name in enumerate(frame.columns)
         )
     )
 
 
-def _infer_column(series: pd.Series, handled: bool, closed: Sequence[Any] | None) -> ColumnSpec:
+def _infer_column(series: pd.Series, hints: _Hints, name: str) -> ColumnSpec:
+    handled, closed = name in hints.handled, hints.closed.get(name)
     kind = _column_kind(series)
     categories, truncated = _seen_categories(series, kind)
     known, closed_has_missing = _split_missing(closed)
@@ -143,6 +157,7 @@ def _infer_column(series: pd.Series, handled: bool, closed: Sequence[Any] | None
         ordered=bool(series.cat.ordered) if is_categorical else False,
         minimum=minimum,
         maximum=maximum,
+        refuses_infinity=kind == "float" and name in hints.refused,
     )
 
 
@@ -185,13 +200,11 @@ def _missing_value(series: pd.Series) -> str:
     return "none" if len(missing) and all(value is None for value in missing) else "nan"
 
 
-def _infer_array(
-    array: np.ndarray, handled: frozenset[str], closed: Mapping[str, Sequence[Any]]
-) -> ArraySchema:
-    return _array_schema(array, ALL_ARRAYS in handled)
+def _infer_array(array: np.ndarray, hints: _Hints) -> ArraySchema:
+    return _array_schema(array, ALL_ARRAYS in hints.handled, ALL_ARRAYS in hints.refused)
 
 
-def _array_schema(array: np.ndarray, handled: bool) -> ArraySchema:
+def _array_schema(array: np.ndarray, handled: bool, refused: bool = False) -> ArraySchema:
     if array.ndim == 0:
         raise ValueError("The example must have a batch axis; got a 0-d array.")
     family = _dtype_family(array.dtype)
@@ -204,20 +217,22 @@ def _array_schema(array: np.ndarray, handled: bool) -> ArraySchema:
         value_kind=family if family in KINDS and family != "categorical" else "any",
         has_missing=bool(pd.isna(array).any()),
         missing_handled=handled,
+        refuses_infinity=refused and family == "float",
     )
 
 
-def _infer_multi(
-    example: Mapping[str, Any], handled: frozenset[str], closed: Mapping[str, Sequence[Any]]
-) -> MultiInputSchema:
+def _infer_multi(example: Mapping[str, Any], hints: _Hints) -> MultiInputSchema:
     inputs: dict[str, InputSchema] = {}
     for name, part in example.items():
         if not isinstance(name, str):
             raise ValueError(f"Model input names must be strings, got {name!r}.")
         if isinstance(part, np.ndarray):
-            inputs[name] = _array_schema(part, bool({name, ALL_ARRAYS} & handled))
+            keys = {name, ALL_ARRAYS}
+            inputs[name] = _array_schema(
+                part, bool(keys & hints.handled), bool(keys & hints.refused)
+            )
         elif isinstance(part, pd.DataFrame):
-            inputs[name] = _infer_tabular(part, handled, closed)
+            inputs[name] = _infer_tabular(part, hints)
         else:
             raise TypeError(
                 f"Input {name!r} of the example is {_type_name(part)}; pass a DataFrame or ndarray."
@@ -232,9 +247,13 @@ _INFERERS: tuple[tuple[type, Callable[..., InputSchema]], ...] = (
 )
 
 
-def _check_hint_names(columns: set[str], handled: Iterable[str], closed: Mapping[str, Any]) -> None:
+def _check_hint_names(columns: set[str], hints: _Hints) -> None:
     """Refuse hints about columns the example does not have: they describe another input."""
-    for argument, names in (("missing_handled", handled), ("closed_categories", closed)):
+    for argument, names in (
+        ("missing_handled", hints.handled),
+        ("closed_categories", hints.closed),
+        ("infinity_refused", hints.refused),
+    ):
         unknown = _sorted(set(names) - columns)
         if unknown:
             raise ValueError(
@@ -251,6 +270,7 @@ def schema_from_hints(
     model_inputs: Mapping[str, tuple[Sequence[int | None], str]] | None = None,
     missing_handled: Iterable[str] = (),
     closed_categories: Mapping[str, Sequence[Any]] | None = None,
+    infinity_refused: Iterable[str] = (),
 ) -> InputSchema | None:
     """The input contract when there is no input example, from what fitted objects know.
 
@@ -267,6 +287,8 @@ def schema_from_hints(
         model_inputs: ``{input name: (shape without batch axis, dtype string)}``.
         missing_handled: as for `infer_schema`.
         closed_categories: as for `infer_schema`.
+        infinity_refused: as for `infer_schema` (without an example the kind of a column is
+            unknown, so only array input uses it).
 
     Returns:
         The schema, or None when no hint was given.
@@ -281,7 +303,11 @@ def schema_from_hints(
             )
         )
     if n_features is not None:
-        return ArraySchema(shape=(int(n_features),), missing_handled=ALL_ARRAYS in handled)
+        return ArraySchema(
+            shape=(int(n_features),),
+            missing_handled=ALL_ARRAYS in handled,
+            refuses_infinity=ALL_ARRAYS in frozenset(infinity_refused),
+        )
     if model_inputs:
         schemas = {
             name: _hinted_array(shape, dtype, bool({name, ALL_ARRAYS} & handled))

@@ -133,7 +133,9 @@ class TabularSchema(InputSchema):
         return [
             (column, None if column.known_values is None else frozenset(column.known_values))
             for column in self.columns
-            if not column.allows_missing or column.known_values is not None
+            if not column.allows_missing
+            or column.known_values is not None
+            or column.refuses_infinity
         ]
 
     def _already_canonical(self, frame: pd.DataFrame) -> pd.DataFrame | None:
@@ -160,6 +162,8 @@ class TabularSchema(InputSchema):
             if series.dtype == object and missing.any():
                 return None  # missing sentinels may need normalizing: the full path does it
             if not column.allows_missing and missing.any():
+                return None
+            if column.refuses_infinity and series.dtype.kind == "f" and np.isinf(series).any():
                 return None
             if known is not None and not _all_known(series[~missing].tolist(), known):
                 return None

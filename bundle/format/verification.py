@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import IntegrityError
-from .environment import capture_environment
+from .environment import compare_environment
 from .integrity import verify_files
 from .manifest import Manifest
 
@@ -110,12 +110,12 @@ def files_check(path: Path, manifest: Manifest) -> Check:
 
 
 def environment_check(recorded: Mapping[str, str | None]) -> Check:
-    """Informational: which recorded package versions differ from the running ones."""
-    current = capture_environment()
+    """Informational: which recorded versions differ from the running ones (``!`` marks the
+    differences `Bundle.load` warns about)."""
     differing = [
-        f"{key} {recorded.get(key)} -> {current.get(key)}"
-        for key in recorded
-        if key not in ("platform", "keras-bundle") and recorded.get(key) != current.get(key)
+        f"{d.package} {d.saved} -> {d.running}" + (" !" if d.significant else "")
+        for d in compare_environment(recorded)
+        if d.package in recorded
     ]
     if not differing:
         return Check("environment", True, "same versions as at save time")

@@ -19,14 +19,12 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
-__all__ = ["BatchStats", "DynamicBatcher", "Overloaded", "concat_rows", "slice_rows"]
+__all__ = ["BatchStats", "DynamicBatcher", "Overloaded"]
 
 Process = Callable[[list[Any], bool], list[Any]]
 """``process(payloads, with_scores) -> [result or exception, one per payload]``, in a thread."""
@@ -53,35 +51,6 @@ class _Job:
     with_scores: bool
     future: asyncio.Future
     enqueued: float = field(default_factory=time.monotonic)
-
-
-def concat_rows(parts: Sequence[Any]) -> Any:
-    """Concatenate canonical inputs (DataFrames, ndarrays, or dicts of them) along rows."""
-    first = parts[0]
-    if len(parts) == 1:
-        return first
-    if isinstance(first, Mapping):
-        return {key: concat_rows([part[key] for part in parts]) for key in first}
-    if hasattr(first, "iloc"):
-        import pandas as pd
-
-        if int(pd.__version__.split(".")[0]) < 3:  # pandas 3 copies lazily by itself
-            return pd.concat(parts, ignore_index=True, copy=False)
-        return pd.concat(parts, ignore_index=True)
-    return np.concatenate(parts, axis=0)
-
-
-def slice_rows(value: Any, start: int, stop: int) -> Any:
-    """Rows ``start:stop`` of a prediction result (ndarray, DataFrame, dict or list of them)."""
-    if value is None:
-        return None
-    if isinstance(value, Mapping):
-        return {key: slice_rows(item, start, stop) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [slice_rows(item, start, stop) for item in value]
-    if hasattr(value, "iloc"):
-        return value.iloc[start:stop]
-    return value[start:stop]
 
 
 class DynamicBatcher:

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 from prometheus_client.core import GaugeMetricFamily
 
-from .batching import concat_rows
+from ..contract import concat_rows
 from .logs import logger
 
 DEFAULT_DRIFT_WINDOW_S = 600.0

@@ -14,7 +14,8 @@ from prometheus_client import CollectorRegistry
 
 from bundle import SchemaError, StepError
 
-from .batching import DynamicBatcher, Overloaded, concat_rows, slice_rows
+from ..contract import concat_rows, slice_rows
+from .batching import DynamicBatcher, Overloaded
 from .drift import LiveDrift
 from .logs import flush_access_log, logger
 from .metrics import Metrics

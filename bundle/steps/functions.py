@@ -18,6 +18,10 @@ from .kinds import PASSES, REFUSED, Context, Kind, Node, NoForm, StepRules
 __all__ = ["KINDS", "apply_ufunc", "supported_ufuncs", "ufunc_table"]
 
 FAMILY = "functions"
+INFINITE_TO_INFINITE = frozenset(
+    {np.absolute, np.fabs, np.negative, np.positive, np.square, np.cbrt, np.sinh, np.arcsinh,
+     np.floor, np.ceil, np.rint, np.trunc, np.deg2rad, np.radians, np.rad2deg, np.degrees}
+)  # fmt: skip
 
 
 class Function(NamedTuple):
@@ -38,7 +42,9 @@ def _rules(obj: FunctionTransformer) -> StepRules:
         missing=PASSES,
         infinity_refused=False,
         keeps_columns=elementwise,
-        keeps_infinity=obj.func is None,  # np.tanh(inf) is 1: later refusals no longer apply
+        # np.tanh(inf) is 1 and np.log1p(-inf) NaN: later refusals of infinity apply to the
+        # raw column only through functions that map +-inf to +-inf.
+        keeps_infinity=obj.func is None or obj.func in INFINITE_TO_INFINITE,
     )
 
 
