@@ -51,5 +51,5 @@ def concat_rows(parts: Sequence[Any]) -> Any:
     if hasattr(first, "iloc"):
         import pandas as pd
 
-        return pd.concat(parts, ignore_index=True, copy=False)
+        return pd.concat(parts, ignore_index=True)  # copy-on-write: no copy to opt out of
     return np.concatenate(parts, axis=0)
