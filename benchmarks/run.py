@@ -27,6 +27,7 @@ BENCHMARKS = {
     "oci": "oci_bench.py",  # issue 19: push/pull through a registry vs ORAS's SDK
     "save": "save_bench.py",  # issue 15: inference-only sizes, the cost of proving a save
     "backends": "backends_bench.py",  # issue 16: each Keras backend vs its model.predict
+    "kinds": "kinds_bench.py",  # issue 14: replay of each new kind vs transform, parity
 }
 
 

@@ -419,7 +419,7 @@ def _knn_replay(plan: Neighbours, ctx: Context) -> Node:
         return np.ma.average(donors, axis=1, weights=weight_matrix).data
 
     def run(frame: Any) -> Any:
-        x = np.array(r.floats(frame), copy=True)
+        x = r.own_floats(frame)
         r.refuse_not_finite(r.infinite(x) if nan_missing else r.not_finite(x), ctx, why)
         mask = r.missing_mask(x, missing)
         indicator = None if plan.flagged is None else mask[:, plan.flagged]

@@ -223,6 +223,15 @@ def floats(frame: Frame) -> np.ndarray:
     return x if x.dtype in FLOATS else np.asarray(x, dtype=np.float64)
 
 
+def own_floats(frame: Frame) -> np.ndarray:
+    """`floats(frame)` as an array the step may modify in place: stacked columns are a fresh
+    array already; the caller's own 2-D array is copied (scikit-learn's ``copy=True``)."""
+    x = floats(frame)
+    if frame.is_array and (x is frame.full() or np.shares_memory(x, frame.full())):
+        return x.copy()
+    return x
+
+
 def numbers(frame: Frame) -> np.ndarray:
     """Numbers as they come (int stays int), as check_array(dtype=None) leaves them."""
     x = frame.full()
@@ -609,10 +618,9 @@ def compile_replay(obj: Any, *, dtype: Any = np.float64) -> Callable[[Any], np.n
         ``handle_unknown='error'`` raise `SchemaError` (a ValueError) naming the column
         and the values.
     """
-    from .registry import find_kind
+    from .compose import reads_documents
 
-    kind = find_kind(type(obj))
-    documents = kind is not None and kind.documents
+    documents = reads_documents(obj)
     n_in = 1 if documents else _n_features_in(obj)
     if n_in is None:
         return None

@@ -286,13 +286,14 @@ def _quantile_column(x: np.ndarray, quantiles: np.ndarray, plan: Quantiles) -> n
 
 
 def _quantile_replay(plan: Quantiles, ctx: Context) -> Node:
-    def run(x: np.ndarray) -> np.ndarray:
-        x = x.copy()
+    def run(frame: Any) -> Any:
+        x = r.own_floats(frame)
+        r.refuse_not_finite(np.isinf(x), ctx, r.INFINITY)
         for j in range(x.shape[1]):
             x[:, j] = _quantile_column(x[:, j], plan.quantiles[:, j], plan)
-        return x
+        return r.ArrayFrame.of(x)
 
-    return r.elementwise(run, ctx)
+    return Node(run, ctx.n_in)
 
 
 def graph_interp(x: Any, xp: np.ndarray, fp: np.ndarray) -> Any:
@@ -368,9 +369,8 @@ def _power_replay(plan: Power, ctx: Context) -> Node:
     scale = _standard_replay(plan.standardize, ctx).run if plan.standardize else None
 
     def run(frame: Any) -> Any:
-        x = r.floats(frame)
+        x = r.own_floats(frame)
         r.refuse_not_finite(np.isinf(x), ctx, r.INFINITY)
-        x = x.copy()
         if plan.box_cox:
             with np.errstate(invalid="ignore"):
                 bad = np.flatnonzero(np.any(x <= 0, axis=0))
