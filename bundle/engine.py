@@ -273,5 +273,3 @@ def _converts_exactly(source: np.dtype, target: np.dtype) -> bool:
     time on uint8 images). Float narrowing, which needs the overflow check, stays here.
     """
     return source.kind in "biu" and target.kind == "f" and np.can_cast(source, target, "safe")
-
-
