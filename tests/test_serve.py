@@ -1019,12 +1019,34 @@ class _FaultyBundle:
         return self._inner.decode(scores)
 
 
-class _SlowBundle(_FaultyBundle):
-    """A real loaded bundle whose every model call takes a second longer."""
+class _GatedBundle(_FaultyBundle):
+    """A real loaded bundle whose next model call, once `armed`, holds until `release`.
+
+    `entered` is set when that call has started: requests sent after it queue behind it,
+    whatever the machine's load (no sleeps to guess with).
+    """
+
+    def __init__(self, inner: Bundle):
+        super().__init__(inner)
+        self.armed = threading.Event()
+        self.entered = threading.Event()
+        self.release = threading.Event()
 
     def predict(self, raw, **options):
-        time.sleep(1.0)
+        if self.armed.is_set():
+            self.armed.clear()
+            self.entered.set()
+            self.release.wait(TIMEOUT)
         return super().predict(raw, **options)
+
+
+async def _until_queued(app, expected: tuple[int, int]) -> None:
+    """Wait until the app's batcher holds `expected` (requests, rows) behind the model call."""
+    batcher = app.state.bundle_server.batcher
+    deadline = time.monotonic() + TIMEOUT
+    while batcher.queued != expected:
+        assert time.monotonic() < deadline, f"queued {batcher.queued}, expected {expected}"
+        await asyncio.sleep(0.005)
 
 
 @contextlib.contextmanager
@@ -1447,7 +1469,8 @@ def test_grpc_and_rest_requests_share_one_batch(tabular, rows):
     """A REST and a gRPC request that wait together are answered by one model call."""
     from bundle.serve import create_app
 
-    app = create_app(_SlowBundle(tabular), max_wait_ms=0, grpc_port=0)
+    gated = _GatedBundle(tabular)
+    app = create_app(gated, max_wait_ms=0, grpc_port=0)
     metrics = app.state.bundle_server.metrics
     frame = rows.iloc[:3]
 
@@ -1458,7 +1481,6 @@ def test_grpc_and_rest_requests_share_one_batch(tabular, rows):
     with serving(app) as url:
 
         def over_grpc():
-            time.sleep(0.3)  # while the first request holds the model for a second
             client = grpcclient.InferenceServerClient(f"127.0.0.1:{app.state.grpc_port}")
             try:
                 return client.infer("churn", grpc_inputs(frame))
@@ -1467,17 +1489,22 @@ def test_grpc_and_rest_requests_share_one_batch(tabular, rows):
 
         async def three():
             async with httpx.AsyncClient(base_url=url, timeout=TIMEOUT) as client:
-
-                async def later(body):
-                    await asyncio.sleep(0.3)
-                    return await client.post("/predict", json=body)
-
-                return await asyncio.gather(
-                    client.post("/predict", json={"records": records(rows.iloc[5:6])}),
-                    asyncio.to_thread(over_grpc),
-                    later({"records": records(frame)}),
+                first = asyncio.ensure_future(
+                    client.post("/predict", json={"records": records(rows.iloc[5:6])})
                 )
+                try:
+                    # The first request holds the model; the next two queue behind it.
+                    assert await asyncio.to_thread(gated.entered.wait, TIMEOUT)
+                    over = asyncio.ensure_future(asyncio.to_thread(over_grpc))
+                    rest = asyncio.ensure_future(
+                        client.post("/predict", json={"records": records(frame)})
+                    )
+                    await _until_queued(app, (2, 6))
+                finally:
+                    gated.release.set()
+                return await asyncio.gather(first, over, rest)
 
+        gated.armed.set()  # after the warm-up call
         before = batches()
         first, result, answer = asyncio.run(three())
         after = batches()
@@ -1524,14 +1551,14 @@ def test_grpc_message_over_the_body_limit_is_resource_exhausted(embedded):
 def test_grpc_overload_is_unavailable(tabular, rows):
     from bundle.serve import create_app
 
-    # A runs a second; B waits behind it and fills the queue (2 rows): C is refused.
-    app = create_app(_SlowBundle(tabular), max_wait_ms=0, max_queue_rows=2, grpc_port=0)
+    # A holds the model; B waits behind it and fills the queue (2 rows): C is refused.
+    gated = _GatedBundle(tabular)
+    app = create_app(gated, max_wait_ms=0, max_queue_rows=2, grpc_port=0)
     frame = rows.iloc[:2]
     with serving(app):
         address = f"127.0.0.1:{app.state.grpc_port}"
 
-        def infer(delay: float):
-            time.sleep(delay)
+        def infer():
             client = grpcclient.InferenceServerClient(address)
             try:
                 return client.infer("churn", grpc_inputs(frame))
@@ -1541,12 +1568,20 @@ def test_grpc_overload_is_unavailable(tabular, rows):
                 client.close()
 
         async def three():
-            return await asyncio.gather(
-                *(asyncio.to_thread(infer, delay) for delay in (0, 0.3, 0.6))
-            )
+            first = asyncio.ensure_future(asyncio.to_thread(infer))
+            try:
+                assert await asyncio.to_thread(gated.entered.wait, TIMEOUT)
+                second = asyncio.ensure_future(asyncio.to_thread(infer))
+                await _until_queued(app, (1, 2))
+                third = await asyncio.to_thread(infer)
+            finally:
+                gated.release.set()
+            return (*(await asyncio.gather(first, second)), third)
 
+        gated.armed.set()  # after the warm-up call
         first, second, third = asyncio.run(three())
     assert not isinstance(first, Exception) and not isinstance(second, Exception)
+    assert text(first.as_numpy("predictions")) == list(tabular.predict(frame))
     assert third.status() == "StatusCode.UNAVAILABLE"
     assert third.message() == (
         "The server is overloaded: 2 rows are waiting (at most 2). Retry later."

@@ -102,6 +102,11 @@ class DynamicBatcher:
     def started(self) -> bool:
         return self._task is not None
 
+    @property
+    def queued(self) -> tuple[int, int]:
+        """``(requests, rows)`` waiting for a model call (not the batch running now)."""
+        return len(self._pending), self._pending_rows
+
     def start(self) -> None:
         """Start the consumer task in the running event loop (idempotent).
 
