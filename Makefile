@@ -6,7 +6,7 @@ PIP := $(PY) -m pip
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: demo test test-torch lint bench clean java chromium proto readme-kinds registry
+.PHONY: demo test test-torch lint bench bench-serve clean java chromium proto readme-kinds registry
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,14 @@ $(VENV)/.installed-bench: pyproject.toml $(VENV)/.installed
 # PyTorch too: the backends benchmark measures every Keras backend installed.
 bench: $(VENV)/.installed-bench $(VENV)/.installed-torch
 	$(PY) benchmarks/run.py
+
+# The serving benchmark alone (bundle serve vs MLServer vs mlflow serve), about 30 min on 2
+# cores: run it on an otherwise idle machine. Its progress goes to benchmarks/serve_bench.log,
+# its figures to benchmarks/RESULTS.md (Serving); the targets of issue 18 are printed.
+bench-serve: $(VENV)/.installed-bench
+	$(PY) benchmarks/run.py serve > benchmarks/serve_bench.log 2>&1 \
+	  || { tail -30 benchmarks/serve_bench.log; exit 1; }
+	@grep -A6 "^Targets at concurrency 32" benchmarks/serve_bench.log || true
 
 # The gRPC server's message classes, from bundle/serve/_proto/open_inference.proto.
 proto: $(VENV)/.installed

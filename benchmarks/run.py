@@ -19,7 +19,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 BENCHMARKS = {
     "predict": "predict_bench.py",  # issues 4 and 5: latency, throughput, memory, cold start
-    "serve": "serve_bench.py",  # issue 7: Open Inference Protocol server vs mlflow serve
+    "serve": "serve_bench.py",  # issues 7, 18: bundle serve vs MLServer and mlflow serve
     "spark": "spark_bench.py",  # issue 8: predict_udf / score vs mlflow spark_udf
     "export": "export_bench.py",  # issue 9: fused TensorFlow graph vs NumPy replay
     "drift": "drift_bench.py",  # issue 20: bundle drift on 5M rows, live drift on/off
