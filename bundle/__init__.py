@@ -30,6 +30,7 @@ from .errors import (
     SignatureError,
     StepError,
     StorageError,
+    StorageWarning,
     UnsafeArchiveError,
     UnsafeLoadError,
     UnsupportedFormatError,
@@ -39,8 +40,8 @@ from .errors import (
 )
 from .format.manifest import FORMAT_VERSION, Manifest
 from .format.verification import Check, VerifyReport
-from .releases import archive, list_versions, pull, push, sign, tag, verify
-from .storage import VersionInfo
+from .releases import archive, gc, list_versions, pull, push, sign, tag, verify
+from .storage import GcReport, Leftover, VersionInfo
 
 __all__ = [
     "FORMAT_VERSION",
@@ -57,8 +58,10 @@ __all__ = [
     "EnvironmentMismatchWarning",
     "ExportError",
     "ExtraColumnsWarning",
+    "GcReport",
     "InputSchema",
     "IntegrityError",
+    "Leftover",
     "Manifest",
     "ManifestError",
     "MissingDependencyError",
@@ -68,6 +71,7 @@ __all__ = [
     "SignatureError",
     "StepError",
     "StorageError",
+    "StorageWarning",
     "UnsafeArchiveError",
     "UnsafeLoadError",
     "UnsupportedFormatError",
@@ -78,6 +82,7 @@ __all__ = [
     "VersionMismatchWarning",
     "__version__",
     "archive",
+    "gc",
     "list_versions",
     "pull",
     "push",

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
@@ -284,34 +282,37 @@ class Bundle:
                 nothing was published.
         """
         target = open_root(root, **storage_options)
-        scratch = Path(tempfile.mkdtemp(prefix="keras-bundle-")) if target.is_remote else None
-        staging = store.staging_dir(scratch or target.local)
         try:
-            draft = self._write_parts(staging, profile_data, include_optimizer=include_optimizer)
-            if verify:
-                self._prove_loads(staging, draft)
-            base_files = file_table(staging)
+            with target.staging() as staging:
+                draft = self._write_parts(
+                    staging, profile_data, include_optimizer=include_optimizer
+                )
+                if verify:
+                    self._prove_loads(staging, draft)
+                base_files = file_table(staging)
 
-            def finalize(directory: Path, version: str) -> None:
-                card = _model_card(replace(draft, version=version), self._schema)
-                (directory / MODEL_CARD_FILE).write_text(card, encoding="utf-8")
-                files = {
-                    **base_files,
-                    MODEL_CARD_FILE: {
-                        "sha256": hash_file(directory / MODEL_CARD_FILE),
-                        "size": (directory / MODEL_CARD_FILE).stat().st_size,
-                    },
-                }
-                self._manifest = replace(draft, version=version, files=dict(sorted(files.items())))
-                write_manifest(self._manifest, directory)
-                self._digest = digest_of(directory)
+                def finalize(directory: Path, version: str) -> None:
+                    card = _model_card(replace(draft, version=version), self._schema)
+                    (directory / MODEL_CARD_FILE).write_text(card, encoding="utf-8")
+                    files = {
+                        **base_files,
+                        MODEL_CARD_FILE: {
+                            "sha256": hash_file(directory / MODEL_CARD_FILE),
+                            "size": (directory / MODEL_CARD_FILE).stat().st_size,
+                        },
+                    }
+                    self._manifest = replace(
+                        draft, version=version, files=dict(sorted(files.items()))
+                    )
+                    write_manifest(self._manifest, directory)
+                    self._digest = digest_of(directory)
 
-            location = target.publish(staging, self.version, finalize=finalize, overwrite=overwrite)
+                location = target.publish(
+                    staging, self.version, finalize=finalize, overwrite=overwrite
+                )
         except BaseException:
             self._manifest = self._digest = None
             raise
-        finally:
-            shutil.rmtree(scratch or staging, ignore_errors=True)
         self._path = None if target.is_remote else Path(location)
         return location if target.is_remote else Path(location)
 

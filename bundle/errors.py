@@ -30,6 +30,7 @@ Every error raised on purpose by the package derives from `BundleError`::
      +- EnvironmentMismatchWarning      a package's major.minor differs from the saved one
      +- CompileStateSkippedWarning      loaded without trust, without the compile-only parts
      +- VersionMismatchWarning          a directory holds the manifest of another version
+     +- StorageWarning                  a version, alias or leftover that cannot be read, skipped
 
 Exceptions carry their data as keyword-only attributes; the message is built from it,
 so code can inspect ``err.missing`` while people read the sentence.
@@ -58,6 +59,7 @@ __all__ = [
     "SignatureError",
     "StepError",
     "StorageError",
+    "StorageWarning",
     "UnsafeArchiveError",
     "UnsafeLoadError",
     "UnsupportedFormatError",
@@ -396,3 +398,15 @@ class VersionMismatchWarning(BundleWarning):
         super().__init__(message)
         self.directory = directory
         self.version = version
+
+
+class StorageWarning(BundleWarning):
+    """Something in a root could not be read and was skipped (listing goes on without it).
+
+    Attributes:
+        path: the folder, file or object that was skipped.
+    """
+
+    def __init__(self, message: str, *, path: str):
+        super().__init__(message)
+        self.path = path

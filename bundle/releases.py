@@ -8,18 +8,21 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .errors import BundleError, DigestMismatchError, IntegrityError, UsageError
+from .errors import BundleError, DigestMismatchError, IntegrityError, StorageWarning, UsageError
 from .format.digest import check_digest, digest_of, manifest_digest, require_digest
 from .format.integrity import verify_files
 from .format.manifest import Manifest, parse_manifest, read_manifest
 from .format.signing import SignatureInfo, sign_directory, verify_directory
 from .format.verification import Check, VerifyReport, files_check
 from .storage import (
+    GcReport,
     VersionInfo,
+    collect_leftovers,
     fetch,
     fetch_verified,
     is_archive_name,
@@ -27,11 +30,12 @@ from .storage import (
     is_url,
     oci,
     open_root,
+    reclaim_leftovers,
     write_archive,
 )
 from .storage import local as store
 
-__all__ = ["archive", "list_versions", "pull", "push", "sign", "tag", "verify"]
+__all__ = ["archive", "gc", "list_versions", "pull", "push", "sign", "tag", "verify"]
 
 
 def archive(
@@ -40,12 +44,27 @@ def archive(
     """Write a bundle version as a reproducible ``.tar.gz`` or ``.zip`` release file.
 
     The same bundle always gives a byte-identical file. `output` may be an fsspec URL.
+    The version's files are verified against its manifest first: a release that could
+    never load is never written.
+
+    Raises:
+        IntegrityError: a file of the version is changed, truncated, missing or unlisted
+            (nothing is written).
 
     Example:
         >>> bundle.archive("models/churn", "churn-1.0.0.tar.gz", version="1.0.0")
     """
     source = fetch(location, version, **storage_options)
     manifest = read_manifest(source)
+    try:
+        verify_files(source, manifest.files, label=manifest.label)
+    except IntegrityError as exc:
+        raise IntegrityError(
+            f"Refusing to archive {manifest.label}: the release could never load. {exc}",
+            mismatched=exc.mismatched,
+            missing=exc.missing,
+            unexpected=exc.unexpected,
+        ) from exc
     root_name = f"{manifest.name}-{manifest.version}"
     if not is_url(output):
         write_archive(source, Path(output), root_name=root_name)
@@ -197,15 +216,26 @@ def tag(root: str | Path, alias: str, version: str, **storage_options: Any) -> d
 
 def list_versions(root: str | Path, **storage_options: Any) -> list[VersionInfo]:
     """The published versions under `root`, lowest first, with creation time, size, aliases
-    and digest. An ``oci://host/repo`` root lists the repository's bundle tags."""
+    and digest. An ``oci://host/repo`` root lists the repository's bundle tags.
+
+    A version whose manifest cannot be read is skipped with a `StorageWarning` naming it.
+    """
     if is_oci(root):
         return _tags(str(root), **storage_options)
     target = open_root(root, **storage_options)
     aliases = target.list_aliases()
     infos = []
     for version in target.list_versions():
-        text = target.read_manifest_text(version)
-        manifest = parse_manifest(text, source=f"{version}/manifest.json")
+        try:
+            text = target.read_manifest_text(version)
+            manifest = parse_manifest(text, source=f"{version}/manifest.json")
+        except (OSError, BundleError) as exc:
+            where = f"{target.location.rstrip('/')}/{version}"
+            warnings.warn(
+                StorageWarning(f"Skipped version {version!r} ({where}): {exc}", path=where),
+                stacklevel=2,
+            )
+            continue
         size = sum(int(entry["size"]) for entry in manifest.files.values())
         infos.append(
             VersionInfo(
@@ -218,6 +248,34 @@ def list_versions(root: str | Path, **storage_options: Any) -> list[VersionInfo]
             )
         )
     return infos
+
+
+def gc(
+    root: str | Path,
+    *,
+    dry_run: bool = True,
+    older_than: float | None = None,
+    **storage_options: Any,
+) -> GcReport:
+    """Find, and with ``dry_run=False`` reclaim, what killed saves left under `root`.
+
+    Leftovers are staging folders of saves that died, copies of replaced versions, files
+    uploaded to object storage that no manifest names, superseded alias records and the
+    local cache's abandoned work folders. Nothing published is touched, nor anything a
+    live process is writing: local work folders are locked by their writer, and objects
+    count only once untouched for `older_than` seconds (default 24 hours on object
+    storage, where nothing tells a dead writer from a slow one).
+
+    Returns:
+        A `GcReport`: what was found (dry run) or reclaimed, and what was skipped and why.
+
+    Example:
+        >>> bundle.gc("models/churn")                  # what would go
+        >>> bundle.gc("models/churn", dry_run=False)   # reclaim it
+    """
+    target = open_root(root, **storage_options)
+    report = collect_leftovers(target, older_than=older_than)
+    return report if dry_run else reclaim_leftovers(target, report)
 
 
 def verify(

@@ -42,6 +42,7 @@ COMMANDS = [
     "sign",
     "push",
     "pull",
+    "gc",
 ]
 COLUMNS = ["age", "income", "score", "visits", "plan", "region"]
 
@@ -364,6 +365,7 @@ def test_light_commands_never_import_tensorflow(root_copy, tmp_path):
         invoke("tag", "tag", root, "production", "1.0.0")
         invoke("list", "list", root)
         invoke("list-json", "list", root, "--json")
+        invoke("gc", "gc", root, "--delete")
         invoke("archive", "archive", root + "@production", {str(tmp_path / "c.zip")!r})
         invoke("inspect-archive", "inspect", {str(tmp_path / "c.zip")!r}, "--json")
         invoke("diff", "diff", root + "/1.0.0", root + "/2.0.0")

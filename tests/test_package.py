@@ -29,8 +29,10 @@ PUBLIC = [
     "EnvironmentMismatchWarning",
     "ExportError",
     "ExtraColumnsWarning",
+    "GcReport",
     "InputSchema",
     "IntegrityError",
+    "Leftover",
     "Manifest",
     "ManifestError",
     "MissingDependencyError",
@@ -40,6 +42,7 @@ PUBLIC = [
     "SignatureError",
     "StepError",
     "StorageError",
+    "StorageWarning",
     "UnsafeArchiveError",
     "UnsafeLoadError",
     "UnsupportedFormatError",
@@ -50,6 +53,7 @@ PUBLIC = [
     "VersionMismatchWarning",
     "__version__",
     "archive",
+    "gc",
     "list_versions",
     "pull",
     "push",
@@ -142,6 +146,7 @@ ERROR_TREE = {
     "EnvironmentMismatchWarning": ("BundleWarning",),
     "CompileStateSkippedWarning": ("BundleWarning",),
     "VersionMismatchWarning": ("BundleWarning",),
+    "StorageWarning": ("BundleWarning",),
 }
 
 

@@ -23,6 +23,7 @@ from conftest import run_python
 
 import bundle
 from bundle import Bundle, BundleNotFoundError, UnsafeArchiveError, VerifyReport, VersionInfo
+from bundle.storage import open_root
 
 FORMATS = ["tar.gz", "zip"]
 RELEASES = ("1.0.0", "1.2.0", "2.0.0")
@@ -410,8 +411,11 @@ def test_tag_points_an_alias_and_moving_it_keeps_history(root):
     assert moved["version"] == "1.0.0"
     assert [entry["version"] for entry in moved["history"]] == ["1.2.0", "1.0.0"]
     assert moved["history"][0] == record["history"][0]  # the first entry is kept as it was
-    on_disk = json.loads((root / ".aliases" / "production.json").read_text())
-    assert on_disk == moved
+    # one record per move, each carrying the whole history; the latest is the alias
+    records = sorted((root / ".aliases" / "production").iterdir())
+    assert [p.name for p in records] == ["0000000001.json", "0000000002.json"]
+    assert json.loads(records[0].read_text()) == record
+    assert json.loads(records[1].read_text()) == moved
     assert Bundle.load(f"{root}@production").version == "1.0.0"
     assert Bundle.load(root, version="production").metadata["v"] == "1.0.0"
 
@@ -483,9 +487,9 @@ def test_a_root_below_a_folder_with_an_at_sign_is_not_an_alias(released_root, tm
 
 
 def test_moving_an_alias_is_atomic(root):
-    """A reader never sees a half-written alias file, however often it moves."""
+    """A reader never sees a half-written alias record, however often it moves."""
     bundle.tag(root, "production", "1.0.0")
-    alias_file = root / ".aliases" / "production.json"
+    reading = open_root(root)
     stop = threading.Event()
     seen: list[str] = []
     problems: list[str] = []
@@ -493,8 +497,8 @@ def test_moving_an_alias_is_atomic(root):
     def read_in_a_loop() -> None:
         while not stop.is_set():
             try:
-                seen.append(json.loads(alias_file.read_bytes())["version"])
-            except Exception as exc:  # a missing or half-written file
+                seen.append(reading.read_alias("production")["version"])
+            except Exception as exc:  # a missing or half-written record
                 problems.append(repr(exc))
 
     reader = threading.Thread(target=read_in_a_loop)
@@ -507,7 +511,8 @@ def test_moving_an_alias_is_atomic(root):
         reader.join()
     assert problems == []
     assert {"1.2.0", "2.0.0"} <= set(seen)  # it did read while the alias moved
-    record = json.loads(alias_file.read_text())
+    record = reading.read_alias("production")
     assert record["version"] == "2.0.0"
     assert len(record["history"]) == 201
-    assert [p.name for p in (root / ".aliases").iterdir()] == ["production.json"]  # no temp file
+    names = sorted(p.name for p in (root / ".aliases" / "production").iterdir())
+    assert names == [f"{n:010d}.json" for n in range(1, 202)]  # no temp file left

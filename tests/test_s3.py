@@ -161,10 +161,13 @@ def test_saves_without_a_version_are_numbered(s3, s3_churn, fs, tabular_bundle):
     files = sorted(json.loads((local / "manifest.json").read_text())["files"])
     keys = _keys(fs, root)
     for version in ("1", "2"):
+        # the manifest, and the files under the generation its bytes name
+        manifest = fs.cat_file(f"{root}/{version}/manifest.json")
+        generation = ".gen-" + hashlib.sha256(manifest).hexdigest()[:16]
         assert sorted(k.split("/", 1)[1] for k in keys if k.startswith(f"{version}/")) == sorted(
-            [*files, "manifest.json"]
+            [*(f"{generation}/{name}" for name in files), "manifest.json"]
         )
-    assert [k for k in keys if k.startswith(".claims/")] == [".claims/1", ".claims/2"]
+    assert [k for k in keys if not k.startswith(("1/", "2/"))] == []  # no claims left behind
 
     infos = bundle.list_versions(root, **s3)
     assert [info.version for info in infos] == ["1", "2"]
@@ -317,10 +320,17 @@ def test_versions_published_by_another_client_are_seen(s3, s3_root, tiny_model):
     assert Bundle(tiny_model, name="churn").save(s3_root, **s3) == f"{s3_root}/3"
 
 
+def _object(fs, location: str, name: str) -> str:
+    """The URL of a version's file `name`, under the generation its manifest names."""
+    manifest = fs.cat_file(f"{location}/manifest.json")
+    return f"{location}/.gen-{hashlib.sha256(manifest).hexdigest()[:16]}/{name}"
+
+
 def test_a_tampered_object_is_detected(s3, s3_root, tiny_model, fs, tmp_path, monkeypatch):
     location = Bundle(tiny_model, name="churn", version="1.0.0").save(s3_root, **s3)
-    original = fs.cat_file(f"{location}/model.keras")
-    fs.pipe_file(f"{location}/model.keras", b"tampered")
+    model = _object(fs, location, "model.keras")
+    original = fs.cat_file(model)
+    fs.pipe_file(model, b"tampered")
 
     monkeypatch.setenv("KERAS_BUNDLE_CACHE", str(tmp_path / "fresh-cache"))
     with pytest.raises(IntegrityError, match=r"in bundle 'churn' 1\.0\.0 do not match") as caught:
@@ -334,7 +344,7 @@ def test_a_tampered_object_is_detected(s3, s3_root, tiny_model, fs, tmp_path, mo
     assert "- model.keras: 8 bytes on disk" in report.checks[0].detail
 
     # once the object is restored, the same cache loads it: a bad download is not kept
-    fs.pipe_file(f"{location}/model.keras", original)
+    fs.pipe_file(model, original)
     assert Bundle.load(s3_root, **s3).verify()
 
 

@@ -23,7 +23,7 @@ from bundle.storage.local import (
     next_version,
     publish,
     resolve,
-    staging_dir,
+    staging,
     version_key,
 )
 
@@ -277,13 +277,17 @@ def _finalizer(calls: list[str]):
 
 def _publish_other(root: Path, version: str) -> None:
     """What another process does: publish `version` under `root`."""
-    other = staging_dir(root)
-    (other / "manifest.json").write_text(json.dumps({"version": version, "by": "other"}))
-    os.rename(other, root / version)
+    with staging(root) as other:
+        (other / "manifest.json").write_text(json.dumps({"version": version, "by": "other"}))
+        os.rename(other, root / version)
 
 
 def test_publish_retries_the_next_number_when_another_process_wins(tmp_path):
-    staging = staging_dir(tmp_path)
+    with staging(tmp_path) as folder:
+        _publish_retrying(tmp_path, folder)
+
+
+def _publish_retrying(tmp_path: Path, folder: Path) -> None:
     calls: list[str] = []
     inner = _finalizer(calls)
 
@@ -292,7 +296,7 @@ def test_publish_retries_the_next_number_when_another_process_wins(tmp_path):
         if len(calls) == 1:  # the other process publishes "1" between finalize and rename
             _publish_other(tmp_path, version)
 
-    path = publish(staging, tmp_path, None, finalize=finalize)
+    path = publish(folder, tmp_path, None, finalize=finalize)
     assert path == tmp_path / "2"
     assert calls == ["1", "2"]
     assert json.loads((tmp_path / "1" / "manifest.json").read_text())["by"] == "other"
@@ -302,7 +306,6 @@ def test_publish_retries_the_next_number_when_another_process_wins(tmp_path):
 
 
 def test_publish_with_a_version_another_process_took_raises(tmp_path):
-    staging = staging_dir(tmp_path)
     calls: list[str] = []
     inner = _finalizer(calls)
 
@@ -310,22 +313,23 @@ def test_publish_with_a_version_another_process_took_raises(tmp_path):
         inner(directory, version)
         _publish_other(tmp_path, version)
 
-    with pytest.raises(VersionExistsError, match=r"Version '5' already exists"):
-        publish(staging, tmp_path, "5", finalize=finalize)
-    assert json.loads((tmp_path / "5" / "manifest.json").read_text())["by"] == "other"
-    assert staging.is_dir()  # Bundle.save removes it; publish leaves it to the caller
+    with staging(tmp_path) as folder:
+        with pytest.raises(VersionExistsError, match=r"Version '5' already exists"):
+            publish(folder, tmp_path, "5", finalize=finalize)
+        assert json.loads((tmp_path / "5" / "manifest.json").read_text())["by"] == "other"
+        assert folder.is_dir()  # publish leaves it to its owner...
+    assert not folder.exists()  # ... which removes it
 
 
 def test_failed_overwrite_puts_the_old_version_back(tmp_path):
     _publish_other(tmp_path, "1.0.0")
     before = (tmp_path / "1.0.0" / "manifest.json").read_text()
-    staging = staging_dir(tmp_path)
 
     def finalize(directory: Path, version: str) -> None:
-        shutil.rmtree(directory)  # the rename that follows fails with FileNotFoundError
+        shutil.rmtree(directory)  # the swap that follows fails with FileNotFoundError
 
-    with pytest.raises(FileNotFoundError):
-        publish(staging, tmp_path, "1.0.0", finalize=finalize, overwrite=True)
+    with staging(tmp_path) as folder, pytest.raises(FileNotFoundError):
+        publish(folder, tmp_path, "1.0.0", finalize=finalize, overwrite=True)
     assert (tmp_path / "1.0.0" / "manifest.json").read_text() == before
     assert _hidden(tmp_path) == []
 
@@ -471,16 +475,25 @@ def test_concurrent_saves_from_two_processes(tmp_path):
     assert Bundle.load(fixed_root).name == winner_tag
 
 
-def test_staging_left_by_a_crash_is_swept_after_a_day(tiny_model, tmp_path):
+def test_gc_reclaims_what_a_crashed_save_left_and_spares_a_live_one(tiny_model, tmp_path):
+    """A live save holds its staging folder's lock: gc tells it from a dead one by the lock,
+    not by its age."""
+    import bundle
+
     root = tmp_path / "root"
-    root.mkdir()
-    old, fresh = root / ".staging-old", root / ".staging-fresh"
-    for folder in (old, fresh):
-        (folder / "steps").mkdir(parents=True)
-        (folder / "steps" / "x.npz").write_bytes(b"x")
-    day_ago = time.time() - 2 * 24 * 3600
-    for path in (old, old / "steps", old / "steps" / "x.npz"):
-        os.utime(path, (day_ago, day_ago))
     _save(tiny_model, root, version="1.0.0")
-    assert not old.exists()  # a crashed save's leftovers
-    assert fresh.exists()  # possibly another process saving right now
+    dead = root / ".staging-dead"
+    (dead / "steps").mkdir(parents=True)
+    (dead / "steps" / "x.npz").write_bytes(b"x" * 10)
+    with staging(root) as live:
+        (live / "model.keras").write_bytes(b"partial")
+        report = bundle.gc(root)
+        assert report.dry_run and [item.location for item in report.leftovers] == [str(dead)]
+        assert report.leftovers[0].what == "an interrupted save"
+        assert report.leftovers[0].size == 10
+        assert report.skipped == (f"{live}: in use by a running process",)
+        assert dead.exists()  # a dry run changes nothing
+        done = bundle.gc(root, dry_run=False)
+        assert [item.location for item in done.leftovers] == [str(dead)] and not done.dry_run
+        assert not dead.exists() and live.exists()
+    assert _hidden(root) == [] and list_versions(root) == ["1.0.0"]

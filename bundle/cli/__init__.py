@@ -6,6 +6,7 @@ from . import (  # noqa: F401  (register the commands)
     diff,
     distribution,
     drift,
+    gc,
     inspect,
     predict,
     releases,

@@ -1,5 +1,5 @@
 """The ``bundle`` command: inspect, verify, list, predict, drift, archive, sign, push, pull,
-tag, diff, serve.
+tag, diff, serve, gc.
 
 Every PATH is anything `Bundle.load` accepts: a version directory, a root of versions (the
 highest is taken, or ``--version``), ``root@alias``, a ``.tar.gz``/``.zip`` archive, any
@@ -16,9 +16,9 @@ Exit codes::
 Tracebacks are printed only with ``bundle --debug <command> ...``; TensorFlow's start-up lines
 only with ``bundle --verbose <command> ...`` (or ``KERAS_BUNDLE_VERBOSE=1``).
 
-`inspect`, `list`, `tag`, `archive`, `sign`, `push`, `pull`, `diff` and `verify --no-load`
-read manifests and files only: they never import TensorFlow or Keras, and start in a
-fraction of the time `predict`, `verify` and `serve` need.
+`inspect`, `list`, `tag`, `archive`, `sign`, `push`, `pull`, `diff`, `gc` and
+`verify --no-load` read manifests and files only: they never import TensorFlow or Keras,
+and start in a fraction of the time `predict`, `verify` and `serve` need.
 """
 
 from __future__ import annotations
@@ -132,7 +132,7 @@ def _emit_json(data: Any) -> None:
 @click.pass_context
 def cli(ctx: click.Context, debug: bool, verbose: bool) -> None:
     """Inspect, verify, list, predict with, check drift of, archive, sign, push, pull, tag,
-    diff and serve keras-bundles.
+    diff, serve and gc keras-bundles.
 
     PATH is a bundle version directory, a root of versions (the highest, or --version),
     ROOT@ALIAS, a .tar.gz/.zip archive, any of these as an fsspec URL (s3://...), or an OCI

@@ -141,6 +141,7 @@ def list_command(root: str, as_json: bool) -> None:
         if not local.is_dir():
             raise BundleNotFoundError(f"{root} does not exist.", location=root)
     infos = api.list_versions(root)
+    _name_leftovers(root)
     if as_json:
         _emit_json(
             [
@@ -174,3 +175,16 @@ def list_command(root: str, as_json: bool) -> None:
 def _short(digest: str) -> str:
     """``sha256:`` and the first 12 hex digits, as registries abbreviate digests."""
     return digest[: len("sha256:") + 12]
+
+
+def _name_leftovers(root: str) -> None:
+    """Name what interrupted saves left under ROOT (on stderr: stdout is the listing)."""
+    report = api.gc(root)
+    if not report:
+        return
+    count = len(report.leftovers)
+    noun = "leftover of an interrupted save" if count == 1 else "leftovers of interrupted saves"
+    click.echo(f"{count} {noun} ({_human_size(report.size)}):", err=True)
+    for item in report.leftovers:
+        click.echo(f"- {item.location}: {item.what}", err=True)
+    click.echo(f"Reclaim them with: bundle gc {root} --delete", err=True)

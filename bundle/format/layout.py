@@ -16,7 +16,13 @@ A version directory::
 
 Next to the versions, a root keeps hidden bookkeeping that is never a version:
 ``.staging-*`` (saves in progress), ``.trash-*`` (overwritten versions being removed),
-``.aliases/`` and ``.claims/`` (object storage's version claims).
+``.replaced-<id>-<version>`` (a version set aside while an overwrite moves the new one in,
+where the OS cannot swap folders atomically), ``.aliases/<alias>/`` (one record per move of
+an alias) and, from older releases, ``.claims/`` (object storage's version claims).
+
+On object storage a version's files live under ``<version>/.gen-<generation>/``, where the
+generation is derived from the manifest that ``<version>/manifest.json`` holds: replacing
+the manifest (one PUT) switches every file at once.
 """
 
 from __future__ import annotations
@@ -27,12 +33,14 @@ __all__ = [
     "CLAIMS_DIR",
     "CUSTOM_OBJECTS_DIR",
     "EXAMPLE_DIR",
+    "GENERATION_PREFIX",
     "MANIFEST_FILE",
     "MODEL_CARD_FILE",
     "MODEL_FILE",
     "PROFILE_ARRAYS",
     "PROFILE_DIR",
     "PROFILE_FILE",
+    "REPLACED_PREFIX",
     "REQUIREMENTS_FILE",
     "SIGNATURE_FILE",
     "STAGING_PREFIX",
@@ -65,6 +73,8 @@ STEP_EXTENSIONS = {"native": "npz", "joblib": "joblib", "cloudpickle": "pkl"}
 # Inside a root, next to the versions.
 STAGING_PREFIX = ".staging-"
 TRASH_PREFIX = ".trash-"
+REPLACED_PREFIX = ".replaced-"
+GENERATION_PREFIX = ".gen-"
 ALIASES_DIR = ".aliases"
 CLAIMS_DIR = ".claims"
 

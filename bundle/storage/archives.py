@@ -86,6 +86,7 @@ _ZIP_DOS_DIR = 0x10
 _COMPRESSLEVEL = 6
 _CHUNK = 2**20  # copy in 1 MiB chunks: model files can exceed a serving pod's memory
 _MAX_HEADER_READ = 16 * 2**20
+_MAX_PADDING = 2**20  # tar pads to its record size (10 KiB for tarfile); far more is data
 _DRIVE = re.compile(r"[A-Za-z]:")
 _SPECIAL_MODES = {
     stat.S_IFLNK: "a symbolic link",
@@ -562,10 +563,19 @@ class _TarGzReader:
         # tarfile stops silently at the first block that is not a header. A zero block is
         # the end-of-archive marker; anything else is data the last header did not count.
         self._gzip.seek(self._tar.offset)
+        member = last.name if last is not None else None
+        why = "so its header understates its size (hiding data) or the archive is corrupt"
         if self._gzip.read(tarfile.BLOCKSIZE).strip(b"\0"):
-            member = last.name if last is not None else None
-            why = "so its header understates its size (hiding data) or the archive is corrupt"
             raise _refuse(self._label, _Problem(member, "is followed by unaccounted data", why))
+        # Read on to the end of the gzip stream: only there does gzip check its trailer (the
+        # CRC-32 and length of everything before), which tarfile, stopping at the
+        # end-of-archive blocks, never reaches. An archive cut in its last bytes fails here.
+        # What is left is tar's zero padding to its record size, bounded to stop a flood.
+        padding = 0
+        while chunk := self._gzip.read(_CHUNK):
+            padding += len(chunk)
+            if chunk.strip(b"\0") or padding > _MAX_PADDING:
+                raise _refuse(self._label, _Problem(member, "is followed by unaccounted data", why))
 
     def open(self, entry: _Entry) -> BinaryIO:
         return self._tar.extractfile(entry.ref)

@@ -1,31 +1,63 @@
-"""Versioned roots: resolve a location to a version directory, and publish atomically.
+"""Versioned roots on a local disk: list, resolve and publish versions, crash-safely.
 
-A root holds one directory per version. A version becomes visible in a single
-``rename`` of a fully written, fsynced staging directory whose manifest was written last,
-so a reader never sees a partial version and a crash leaves only a hidden
-``.staging-*`` directory behind.
+A root holds one directory per version. A version becomes visible in a single rename of a
+fully written, fsynced staging directory (``.staging-*``, locked by its writer while it
+lives) whose manifest was written last, so a reader never sees a partial version.
+
+Replacing a version (``overwrite=True``) never leaves it loadable from nowhere:
+
+- where the OS can swap two folders atomically (Linux ``renameat2(RENAME_EXCHANGE)``, macOS
+  ``renamex_np(RENAME_SWAP)``) the new directory and the old one trade places in one step;
+  the old one, now at the staging name, is then deleted;
+- elsewhere the old directory is first renamed to ``.replaced-<id>-<version>``, which
+  resolution and listing still find as the version while ``<version>`` is missing, and
+  deleted only once the new one is in place; ``bundle gc`` puts it back after a crash.
+
+Either way a crash at any point leaves the old or the new version loadable, and the only
+copy of a version is never in a folder that clean-up deletes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import re
 import shutil
-import time
 import uuid
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from packaging.version import InvalidVersion, Version
 
-from ..errors import BundleNotFoundError, VersionExistsError, bullet_list
-from ..format.layout import MANIFEST_FILE, STAGING_PREFIX, TRASH_PREFIX
-from .durable import fsync_dir, fsync_tree
+from ..errors import (
+    BundleNotFoundError,
+    StorageError,
+    StorageWarning,
+    UsageError,
+    VersionExistsError,
+    bullet_list,
+)
+from ..format.layout import MANIFEST_FILE, REPLACED_PREFIX, STAGING_PREFIX, TRASH_PREFIX
+from .durable import exchange, fsync_dir, fsync_tree, work_folder
 
 VERSION_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
+_REPLACED = re.compile(rf"^{re.escape(REPLACED_PREFIX)}([0-9a-f]{{32}})-(.+)$")
 
-__all__ = ["is_version_dir", "list_versions", "publish", "resolve", "staging_dir", "version_key"]
+__all__ = [
+    "check_version_name",
+    "is_version_dir",
+    "list_versions",
+    "prepare_root",
+    "publish",
+    "replaced_version",
+    "resolve",
+    "staging",
+    "version_key",
+    "version_path",
+]
 
 
 def version_key(version: str) -> tuple:
@@ -40,21 +72,76 @@ def version_key(version: str) -> tuple:
 
 
 def is_version_dir(path: Path) -> bool:
-    """True if `path` is a published version: a directory holding a manifest."""
+    """True if `path` is a published version: a directory holding a manifest.
+
+    Raises:
+        OSError: `path` exists but cannot be looked into (permissions).
+    """
     return (Path(path) / MANIFEST_FILE).is_file()
 
 
+def replaced_version(name: str) -> str | None:
+    """The version a ``.replaced-<id>-<version>`` folder name holds, else None."""
+    match = _REPLACED.match(name)
+    return match.group(2) if match and VERSION_PATTERN.match(match.group(2)) else None
+
+
 def list_versions(root: Path) -> list[str]:
-    """The published versions under `root`, lowest first. Staging directories are ignored."""
+    """The published versions under `root`, lowest first.
+
+    Staging and trash directories are ignored. A version set aside by an overwrite that has
+    not finished (see the module docstring) counts while its own name is missing. A
+    directory that cannot be read is skipped with a `StorageWarning` naming it: one bad
+    folder does not hide every other version.
+    """
     root = Path(root)
     if not root.is_dir():
         return []
-    versions = [
-        entry.name
-        for entry in root.iterdir()
-        if not entry.name.startswith(".") and is_version_dir(entry)
-    ]
+    versions: set[str] = set()
+    set_aside: set[str] = set()
+    for entry in _entries(root):
+        if entry.name.startswith("."):
+            version = replaced_version(entry.name)
+            if version is not None and _readable_version(Path(entry.path)):
+                set_aside.add(version)
+        elif _readable_version(Path(entry.path)):
+            versions.add(entry.name)
+    for version in set_aside - versions:
+        if not (root / version).exists():
+            versions.add(version)
     return sorted(versions, key=version_key)
+
+
+def version_path(root: Path, version: str) -> Path | None:
+    """Where the published `version` under `root` is: ``root/version``, or its set-aside copy.
+
+    Returns None when `version` is not published there (or is not a version name).
+
+    Raises:
+        StorageError: ``root/version`` exists but cannot be read.
+    """
+    root = Path(root)
+    if not VERSION_PATTERN.match(version) or version in (".", ".."):
+        return None
+    target = root / version
+    try:
+        if is_version_dir(target):
+            return target
+    except OSError as exc:
+        raise _unreadable(target, exc, version=version) from exc
+    if target.exists():
+        return None
+    return _set_aside_copy(root, version)
+
+
+def _set_aside_copy(root: Path, version: str) -> Path | None:
+    """The newest ``.replaced-*-<version>`` folder with a manifest, if any."""
+    copies = []
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(root):
+            if replaced_version(entry.name) == version and _readable_version(Path(entry.path)):
+                copies.append(Path(entry.path))
+    return max(copies, key=lambda p: p.stat().st_ctime, default=None)
 
 
 def resolve(location: Path, version: str | None = None) -> Path:
@@ -62,9 +149,10 @@ def resolve(location: Path, version: str | None = None) -> Path:
 
     Raises:
         BundleNotFoundError: nothing published there, or no such version.
+        StorageError: the version's directory cannot be read.
     """
     location = Path(location)
-    if is_version_dir(location):
+    if _is_version_location(location):
         if version is not None and location.name != version:
             raise BundleNotFoundError(
                 f"{location} is the bundle version {location.name!r}, not {version!r}.\n"
@@ -73,16 +161,22 @@ def resolve(location: Path, version: str | None = None) -> Path:
                 available=[location.name],
             )
         return location
-    available = list_versions(location)
+    if version is None and not location.exists():
+        moving = version_path(location.parent, location.name)  # a version being replaced
+        if moving is not None:
+            return moving
     if version is not None:
-        if version in available:
-            return location / version
+        found = version_path(location, version)
+        if found is not None:
+            return found
+        available = list_versions(location)
         raise BundleNotFoundError(
             f"No version {version!r} under {location}."
             + (f" Versions there:\n{bullet_list(reversed(available))}" if available else ""),
             location=str(location),
             available=available,
         )
+    available = list_versions(location)
     if not available:
         what = "does not exist" if not location.exists() else "holds no published bundle version"
         raise BundleNotFoundError(
@@ -90,51 +184,95 @@ def resolve(location: Path, version: str | None = None) -> Path:
             "or a root of version directories.",
             location=str(location),
         )
-    return location / available[-1]
+    return version_path(location, available[-1]) or location / available[-1]
 
 
-STALE_AFTER_SECONDS = 24 * 3600
+def _is_version_location(location: Path) -> bool:
+    try:
+        return is_version_dir(location)
+    except OSError as exc:
+        raise _unreadable(location, exc) from exc
 
 
-def staging_dir(root: Path) -> Path:
-    """A new hidden directory under `root` to write a version into before publishing.
+def _entries(root: Path) -> list[os.DirEntry]:
+    try:
+        with os.scandir(root) as items:
+            return list(items)
+    except OSError as exc:
+        raise StorageError(
+            f"Cannot list the versions under {root}: {exc.strerror or exc}.\n"
+            "Fix the folder's permissions, or ask its owner to."
+        ) from exc
 
-    Staging directories untouched for a day are removed first: they are what a save that
-    crashed left behind (a live save touches its directory every few seconds at most).
+
+def _readable_version(path: Path) -> bool:
+    """True if `path` is a version; False (with a warning) if it cannot be looked into."""
+    try:
+        return is_version_dir(path)
+    except OSError as exc:
+        warnings.warn(
+            StorageWarning(
+                f"Skipped {path}: it cannot be read ({exc.strerror or exc}). The other "
+                "versions are listed; fix its permissions to see it.",
+                path=str(path),
+            ),
+            stacklevel=3,
+        )
+        return False
+
+
+def _unreadable(path: Path, exc: OSError, *, version: str | None = None) -> StorageError:
+    what = f"version {version!r} at {path}" if version else str(path)
+    return StorageError(
+        f"Cannot read {what}: {exc.strerror or exc}.\n"
+        "Fix its permissions (it must be readable by this user), or ask its owner to."
+    )
+
+
+def prepare_root(root: Path) -> Path:
+    """Create `root` (and its parents) if missing; refuse clearly if a file is in the way.
+
+    Raises:
+        StorageError: `root`, or a folder above it, is a file.
     """
     root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    remove_stale_staging(root)
-    path = root / f"{STAGING_PREFIX}{uuid.uuid4().hex}"
-    path.mkdir()
-    return path
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as exc:
+        blocker = next((p for p in (root, *root.parents) if p.exists() and not p.is_dir()), root)
+        where = "it is" if blocker == root else f"{blocker} is"
+        raise StorageError(
+            f"Cannot save into {root}: {where} a file, not a folder.\n"
+            "Pass a folder as the root of versions (it is created if missing), or move "
+            "that file away."
+        ) from exc
+    except OSError as exc:
+        raise StorageError(f"Cannot create the root {root}: {exc.strerror or exc}.") from exc
+    return root
 
 
-def remove_stale_staging(root: Path, *, older_than: float = STALE_AFTER_SECONDS) -> list[str]:
-    """Delete staging and trash directories under `root` untouched for `older_than` seconds."""
-    now = time.time()
-    removed = []
-    for entry in Path(root).iterdir():
-        if not entry.name.startswith((STAGING_PREFIX, TRASH_PREFIX)) or not entry.is_dir():
-            continue
-        try:
-            newest = max([entry.stat().st_mtime, *(p.stat().st_mtime for p in entry.rglob("*"))])
-        except OSError:  # removed meanwhile by its own writer
-            continue
-        if now - newest > older_than:
-            shutil.rmtree(entry, ignore_errors=True)
-            removed.append(entry.name)
-    return removed
+@contextmanager
+def staging(root: Path) -> Iterator[Path]:
+    """A locked, hidden directory under `root` to write a version into before publishing.
+
+    Removed at the end unless it was published (renamed away). A killed save leaves it
+    behind, unlocked: `bundle gc` reclaims it.
+    """
+    root = prepare_root(root)
+    with work_folder(root, STAGING_PREFIX) as path:
+        yield path
 
 
 def next_version(root: Path) -> str:
     """One more than the highest integer name under `root` (``"1"`` for a new root).
 
     Every entry counts, not only published versions: a directory named ``3`` without a
-    manifest (a copy in progress, a user's folder) still blocks the rename onto ``3``.
+    manifest (a copy in progress, a user's folder) still blocks the rename onto ``3``, and a
+    version set aside mid-overwrite still holds its number.
     """
     root = Path(root)
     names = [entry.name for entry in root.iterdir()] if root.is_dir() else []
+    names += [v for v in map(replaced_version, names) if v is not None]
     integers = [int(name) for name in names if name.isascii() and name.isdigit()]
     return str(max(integers, default=0) + 1)
 
@@ -142,7 +280,7 @@ def next_version(root: Path) -> str:
 def check_version_name(version: str) -> str:
     """Refuse version strings that are not safe directory names."""
     if not VERSION_PATTERN.match(version) or version in (".", ".."):
-        raise ValueError(
+        raise UsageError(
             f"Version {version!r} is not a valid version name: use letters, digits and "
             "'.', '_', '+', '-' (at most 128 characters), e.g. '1.2.0' or '7'."
         )
@@ -162,8 +300,8 @@ def publish(
     `finalize(staging, version)` writes the version-specific files (the manifest last) just
     before each rename attempt. Without a version, the next integer is taken; if another
     process publishes it first, the next one is tried. With an explicit version that exists,
-    `VersionExistsError` is raised unless `overwrite` (the old version is moved aside, the
-    new one renamed in, then the old one deleted).
+    `VersionExistsError` is raised unless `overwrite`: then the new directory replaces the
+    old one as the module docstring describes.
 
     Raises:
         VersionExistsError: the version exists and `overwrite` is False.
@@ -176,24 +314,16 @@ def publish(
             fsync_tree(staging)
             if _try_rename(staging, root / candidate):
                 return root / candidate
-        raise RuntimeError(f"Could not find a free version number under {root}.")
+        raise StorageError(f"Could not find a free version number under {root}.")
     finalize(staging, version)
     fsync_tree(staging)
     target = root / version
-    if overwrite and is_version_dir(target):
-        trash = root / f"{TRASH_PREFIX}{uuid.uuid4().hex}"
-        os.rename(target, trash)
-        try:
-            published = _try_rename(staging, target)
-        except BaseException:
-            # Nothing lost: the new version did not go in, so the old one goes back.
-            if not target.exists():
-                os.rename(trash, target)
-            raise
-        shutil.rmtree(trash, ignore_errors=True)
-        if published:
-            return target
-    elif _try_rename(staging, target):
+    if version_path(root, version) is not None:
+        if not overwrite:
+            raise _exists(root, version, target)
+        _replace(staging, target)
+        return target
+    if _try_rename(staging, target):
         return target
     if target.exists() and not is_version_dir(target):
         raise VersionExistsError(
@@ -202,12 +332,56 @@ def publish(
             version=version,
             path=str(target),
         )
-    raise VersionExistsError(
+    raise _exists(root, version, target)
+
+
+def _exists(root: Path, version: str, target: Path) -> VersionExistsError:
+    return VersionExistsError(
         f"Version {version!r} already exists under {root}; published versions are immutable.\n"
         "Save under a new version, or pass overwrite=True to replace it.",
         version=version,
         path=str(target),
     )
+
+
+def _replace(staging: Path, target: Path) -> None:
+    """Put the complete `staging` at `target`, whose old version stays loadable meanwhile."""
+    root = target.parent
+    if not target.exists():
+        # A crashed overwrite left the version set aside only: take the name back directly.
+        # The set-aside copy is then superseded, and `bundle gc` removes it.
+        if not _try_rename(staging, target):
+            raise _exists(root, target.name, target)
+        return
+    if exchange(staging, target):
+        fsync_dir(root)
+        _discard(staging)  # the staging name now holds the old version
+        return
+    aside = root / f"{REPLACED_PREFIX}{uuid.uuid4().hex}-{target.name}"
+    os.rename(target, aside)
+    fsync_dir(root)
+    try:
+        os.rename(staging, target)
+    except BaseException:
+        # Nothing lost: the new version did not go in, so the old one goes back.
+        with contextlib.suppress(OSError):
+            if not target.exists():
+                os.rename(aside, target)
+        raise
+    fsync_dir(root)
+    _discard(aside)
+
+
+def _discard(path: Path) -> None:
+    """Delete a superseded version folder: renamed to ``.trash-*`` first, so that a crash
+    mid-delete never leaves a half-deleted folder under a name resolution reads."""
+    trash = path.parent / f"{TRASH_PREFIX}{uuid.uuid4().hex}"
+    try:
+        os.rename(path, trash)
+    except FileNotFoundError:
+        return  # already reclaimed by `bundle gc`
+    fsync_dir(path.parent)
+    shutil.rmtree(trash, ignore_errors=True)
 
 
 def _try_rename(source: Path, target: Path) -> bool:

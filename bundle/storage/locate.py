@@ -9,21 +9,21 @@ digest).
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import BundleNotFoundError
+from ..errors import BundleError, BundleNotFoundError, IntegrityError, UsageError
 from ..format.digest import check_digest, digest_of, require_digest
 from ..format.integrity import hash_file, verify_files
 from ..format.manifest import Manifest, read_manifest
+from . import cache
 from . import local as store
 from . import oci
 from .archives import extract_archive, is_archive_name
-from .paths import cache_dir, is_url, local_path, split_alias
+from .paths import is_url, local_path, split_alias
 from .roots import open_root
 
 __all__ = ["Located", "fetch", "fetch_verified", "locate"]
@@ -81,12 +81,12 @@ def locate(
     text, alias = split_alias(location)
     if alias is not None:
         if version is not None and version != alias:
-            raise ValueError(f"Pass either {location!r} or version={version!r}, not both.")
+            raise UsageError(f"Pass either {location!r} or version={version!r}, not both.")
         version = alias
     if is_archive_name(text):
         return Located(_extracted(text, **storage_options), "archive")
     root = open_root(text, **storage_options)
-    if root.is_version():
+    if root.is_version() or (not root.is_remote and _being_replaced(root.local)):
         if not root.is_remote:
             return Located(store.resolve(root.local, version), "directory")
         parent, _, name = root.location.rpartition("/")
@@ -118,8 +118,17 @@ def fetch_verified(
     return path, manifest
 
 
+def _being_replaced(path: Path) -> bool:
+    """True for ``<root>/<version>`` while an overwrite has it set aside (see `local`)."""
+    return not path.exists() and store.version_path(path.parent, path.name) is not None
+
+
 def _extracted(location: str, **storage_options: Any) -> Path:
-    """Extract an archive (local or URL) into the cache, once per content hash."""
+    """Extract an archive (local or URL) into the cache, once per content hash.
+
+    A cached extraction is verified against its manifest on every use: one damaged on disk
+    is discarded and extracted again from the archive.
+    """
     if is_url(location):
         import fsspec
 
@@ -134,22 +143,46 @@ def _extracted(location: str, **storage_options: Any) -> Path:
         if not source.is_file():
             raise BundleNotFoundError(f"No archive at {location}.", location=location)
     try:
-        digest = hash_file(source)
-        target = cache_dir() / "archives" / digest
-        if not target.is_dir():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            scratch = Path(tempfile.mkdtemp(prefix=".extract-", dir=target.parent))
-            try:
-                extract_archive(source, scratch)
-                try:
-                    os.rename(scratch, target)
-                except OSError:
-                    if not target.is_dir():
-                        raise
-            finally:
-                shutil.rmtree(scratch, ignore_errors=True)
-        (folder,) = [p for p in target.iterdir() if p.is_dir() and not p.name.startswith(".")]
-        return folder
+        target = cache.entry("archives", hash_file(source))
+        folder = _single_folder(target)
+        if folder is not None and cache.usable(folder):
+            return folder
+        if target.exists():
+            cache.discard(target)
+        with cache.filling(target, cache.EXTRACT_PREFIX) as work:
+            folder = extract_archive(source, work)
+            _check_extracted(folder, location)
+            cache.install(work, target)
+        return target / folder.name
     finally:
         if is_url(location):
             source.unlink(missing_ok=True)
+
+
+def _single_folder(target: Path) -> Path | None:
+    """The one folder of a cache entry (its name may start with a dot), or None."""
+    try:
+        folders = [p for p in target.iterdir() if p.is_dir()]
+    except OSError:
+        return None
+    return folders[0] if len(folders) == 1 else None
+
+
+def _check_extracted(folder: Path, location: str) -> None:
+    """A fresh extraction must match its manifest, else the archive itself is bad.
+
+    A manifest that does not read is left to the loader, which names what is wrong with it.
+    """
+    try:
+        manifest = read_manifest(folder)
+    except BundleError:
+        return
+    try:
+        verify_files(folder, manifest.files, label=manifest.label)
+    except IntegrityError as exc:
+        raise IntegrityError(
+            f"The archive {location} is damaged. {exc}",
+            mismatched=exc.mismatched,
+            missing=exc.missing,
+            unexpected=exc.unexpected,
+        ) from exc

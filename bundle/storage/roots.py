@@ -1,40 +1,38 @@
 """A root of versions, on the local disk or behind an fsspec URL: list, resolve, publish, alias.
 
-- a local directory (a version directory, or a root of versions), ``file://`` included;
-- an fsspec URL (``s3://``, ``gs://``, ``memory://``, ...): versions are listed from
-  ``<root>/<version>/manifest.json`` objects, published by uploading every file and then
-  the manifest last, and downloaded into a local cache to load;
-- ``<root>@<alias>``: an alias recorded in ``<root>/.aliases/<alias>.json``.
-
-Object stores have no rename, so a remote version is claimed first with a conditional
-create of ``<root>/.claims/<version>`` (an atomic "create if absent" on S3 and fsspec's
-other backends): of two writers of the same version, exactly one gets the claim.
+- a local directory (a version directory, or a root of versions), ``file://`` included:
+  see `local` for how versions are published and replaced;
+- an fsspec URL (``s3://``, ``gs://``, ``memory://``, ...): see `remote`; versions are
+  downloaded into the local cache to load, verified before use;
+- ``<root>@<alias>``: an alias recorded under ``<root>/.aliases/`` (see `aliases`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import json
-import os
 import shutil
-import tempfile
-import uuid
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ..errors import BundleNotFoundError, StorageError, VersionExistsError, bullet_list
+from ..errors import BundleNotFoundError, StorageError, StorageWarning, bullet_list
 from ..format.integrity import verify_files
-from ..format.layout import ALIASES_DIR, CLAIMS_DIR, MANIFEST_FILE
+from ..format.layout import MANIFEST_FILE
 from ..format.manifest import parse_manifest
 from ..format.snapshot import read_regular
+from . import cache
 from . import local as store
-from .paths import cache_dir, is_url, local_path
+from .aliases import AliasStore, LocalKeys, RemoteKeys
+from .durable import disk_full
+from .paths import CACHE_ENV, is_url, local_path
+from .remote import RemoteVersions
 
 __all__ = ["Root", "VersionInfo", "open_root"]
+
+_DOWNLOAD_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -56,6 +54,11 @@ class Root:
         self.location = str(location)
         self.fs = fs
         self.path = path
+        self.remote = RemoteVersions(fs, path or "", self.location) if fs is not None else None
+        if fs is not None:
+            self.aliases = AliasStore(RemoteKeys(fs, path or "", self.location), self.location)
+        else:
+            self.aliases = AliasStore(LocalKeys(self.local), self.location)
 
     @property
     def is_remote(self) -> bool:
@@ -65,44 +68,41 @@ class Root:
     def local(self) -> Path:
         return local_path(self.location)
 
-    def _fresh(self) -> Any:
-        """The filesystem, its cached listings dropped: other processes publish here too.
-
-        fsspec backends (s3fs, gcsfs) cache directory listings with no expiry in a client
-        that the whole process shares. A listing cached before another process published
-        would hide that version from every later list or load, and make auto-numbering
-        retry a taken number until it gives up.
-        """
-        self.fs.invalidate_cache()
-        return self.fs
-
-    def _join(self, *parts: str) -> str:
-        return "/".join([self.path.rstrip("/"), *parts]) if self.path else "/".join(parts)
-
     # ------------------------------------------------------------ listing and resolving
     def list_versions(self) -> list[str]:
         """Published versions (those with a manifest), lowest first."""
-        if not self.is_remote:
+        if self.remote is None:
             return store.list_versions(self.local)
-        pattern = self._join("*", MANIFEST_FILE)
-        found = [p.rstrip("/").split("/")[-2] for p in self._fresh().glob(pattern)]
-        return sorted((v for v in found if not v.startswith(".")), key=store.version_key)
+        return self.remote.list_versions()
 
     def is_version(self) -> bool:
         """True if the location itself is one version directory."""
-        if not self.is_remote:
-            return store.is_version_dir(self.local)
-        return self._fresh().exists(self._join(MANIFEST_FILE))
+        if self.remote is None:
+            try:
+                return store.is_version_dir(self.local)
+            except OSError as exc:
+                raise StorageError(
+                    f"Cannot read {self.local}: {exc.strerror or exc}.\n"
+                    "Fix its permissions (it must be readable by this user), or ask its owner to."
+                ) from exc
+        return self.remote.fresh().exists(self.remote.key(MANIFEST_FILE))
+
+    def has_version(self, version: str) -> bool:
+        """True if `version` is published here (a clear error if it cannot be read)."""
+        if self.remote is None:
+            return store.version_path(self.local, version) is not None
+        return self.remote.fresh().exists(self.remote.key(version, MANIFEST_FILE))
 
     def resolve(self, version: str | None = None) -> str:
         """The version a request means: an explicit version, an alias, or the highest.
 
         Raises:
             BundleNotFoundError: nothing published, or no such version or alias.
+            StorageError: the version cannot be read, or the alias record is malformed.
         """
-        available = self.list_versions()
-        if version is not None and version in available:
+        if version is not None and self.has_version(version):
             return version
+        available = self.list_versions()
         if version is not None:
             alias = self.read_alias(version)
             if alias is not None:
@@ -114,11 +114,11 @@ class Root:
                         available=available,
                     )
                 return alias["version"]
-            aliases = self.list_aliases()
+            aliases = self.aliases.names()
             raise BundleNotFoundError(
                 f"No version or alias {version!r} under {self.location}."
                 + (f"\nVersions there:\n{bullet_list(reversed(available))}" if available else "")
-                + (f"\nAliases there:\n{bullet_list(sorted(aliases))}" if aliases else ""),
+                + (f"\nAliases there:\n{bullet_list(aliases)}" if aliases else ""),
                 location=self.location,
                 available=available,
             )
@@ -137,46 +137,98 @@ class Root:
         return available[-1]
 
     # ------------------------------------------------------------ reading
+    def _local_version(self, version: str) -> Path:
+        path = store.version_path(self.local, version)
+        if path is None:
+            raise BundleNotFoundError(
+                f"No version {version!r} under {self.location}.", location=self.location
+            )
+        return path
+
     def read_manifest_text(self, version: str) -> bytes:
-        if not self.is_remote:
+        if self.remote is None:
             # Never follows a link nor blocks on a FIFO planted as the manifest.
-            return read_regular(self.local / version / MANIFEST_FILE, what="manifest")
-        return self.fs.cat_file(self._join(version, MANIFEST_FILE))
+            manifest = self._local_version(version) / MANIFEST_FILE
+            return read_regular(manifest, what="manifest")
+        manifest = self.remote.manifest_bytes(version)
+        if manifest is None:
+            raise BundleNotFoundError(
+                f"No version {version!r} under {self.location}.", location=self.location
+            )
+        return manifest
 
     def local_copy(self, version: str) -> Path:
-        """A local directory holding the version: itself, or a verified-later cache copy."""
-        if not self.is_remote:
-            return self.local / version
-        manifest = self.read_manifest_text(version)
-        # Validated before anything is downloaded: the file names come from the store, and
-        # the schema refuses the absolute and ".." names that would land outside the cache.
-        record = parse_manifest(manifest, source=f"{self.location}/{version}/{MANIFEST_FILE}")
-        key = hashlib.sha256(f"{self.location}\0{version}".encode() + manifest).hexdigest()[:32]
-        target = cache_dir() / "remote" / key / version
-        if (target / MANIFEST_FILE).is_file():
-            return target
-        target.parent.mkdir(parents=True, exist_ok=True)
-        download = Path(tempfile.mkdtemp(prefix=".download-", dir=target.parent))
-        try:
-            for relative in record.files:
-                destination = download / relative
-                destination.parent.mkdir(parents=True, exist_ok=True)
-                self.fs.get_file(self._join(version, relative), str(destination))
-            # Verified before it is cached: a bad download kept in the cache would fail every
-            # later load of this version, even once the object is restored.
-            verify_files(download, record.files, label=record.label)
-            (download / MANIFEST_FILE).write_bytes(manifest)  # last, as on publish
-            os.rename(download, target)
-        except FileExistsError:
-            pass  # another process cached it first
-        except OSError as exc:
-            if not (target / MANIFEST_FILE).is_file():
+        """A local directory holding the version: itself, or a verified cache copy."""
+        if self.remote is None:
+            return self._local_version(version)
+        for _attempt in range(_DOWNLOAD_ATTEMPTS):
+            manifest = self.read_manifest_text(version)
+            # Validated before anything is downloaded: the file names come from the store, and
+            # the schema refuses the absolute and ".." names that would land outside the cache.
+            record = parse_manifest(manifest, source=f"{self.location}/{version}/{MANIFEST_FILE}")
+            key = hashlib.sha256(f"{self.location}\0{version}".encode() + manifest).hexdigest()
+            target = cache.entry("remote", key[:32], version)
+            if cache.usable(target):
+                return target
+            try:
+                with cache.filling(target, cache.DOWNLOAD_PREFIX) as work:
+                    self.remote.download(version, manifest, record, work)
+                    # Verified before it is cached: a bad download kept in the cache would
+                    # fail every later load of this version, even once the object is restored.
+                    verify_files(work, record.files, label=record.label)
+                    (work / MANIFEST_FILE).write_bytes(manifest)  # last, as on publish
+                    cache.install(work, target)
+                return target
+            except FileNotFoundError as exc:
+                if self.remote.manifest_bytes(version) != manifest:
+                    continue  # replaced while we downloaded: fetch the new one
+                raise StorageError(
+                    f"Could not download {self.location}/{version}: {exc}.\n"
+                    "An object its manifest lists is missing from the store."
+                ) from exc
+            except OSError as exc:
                 raise StorageError(f"Could not download {self.location}/{version}: {exc}") from exc
-        finally:
-            shutil.rmtree(download, ignore_errors=True)
-        return target
+        raise StorageError(
+            f"Could not download {self.location}/{version}: it was replaced "
+            f"{_DOWNLOAD_ATTEMPTS} times while downloading. Try again."
+        )
 
     # ------------------------------------------------------------ publishing
+    @contextmanager
+    def staging(self) -> Iterator[Path]:
+        """A locked local folder to write a version into before `publish`.
+
+        Raises:
+            StorageError: the disk filled up while the block wrote (nothing was published).
+        """
+        parent = self.local if self.remote is None else cache.scratch()
+        try:
+            with store.staging(parent) as path:
+                yield path
+        except BaseException as exc:
+            full = disk_full(exc)
+            if full is None:
+                raise
+            raise self._disk_full(full, parent) from exc
+
+    def _disk_full(self, exc: OSError, parent: Path) -> StorageError:
+        try:
+            free = f"{shutil.disk_usage(parent).free:,} bytes free"
+        except OSError:
+            free = "free space unknown"
+        where = f" ({exc.filename})" if exc.filename else ""
+        if self.remote is None:
+            remedy = "Free space on that disk, or save to a root on another disk."
+        else:
+            remedy = (
+                "Saves to object storage write a local copy first: free space there, or "
+                f"point ${CACHE_ENV} at a larger disk."
+            )
+        return StorageError(
+            f"The disk holding {parent} is full ({free}): {exc.strerror or exc}{where}.\n"
+            f"Nothing was published and the partial copy was removed. {remedy}"
+        )
+
     def publish(
         self,
         staging: Path,
@@ -186,114 +238,44 @@ class Root:
         overwrite: bool,
     ) -> str:
         """Publish a written staging directory; return the version's location."""
-        if not self.is_remote:
+        if self.remote is None:
             return str(
                 store.publish(staging, self.local, version, finalize=finalize, overwrite=overwrite)
             )
-        chosen = self._claim(version, overwrite=overwrite)
-        finalize(staging, chosen)
-        for file in sorted(p for p in staging.rglob("*") if p.is_file()):
-            relative = file.relative_to(staging).as_posix()
-            if relative != MANIFEST_FILE:
-                self.fs.put_file(str(file), self._join(chosen, relative))
-        self.fs.pipe_file(self._join(chosen, MANIFEST_FILE), (staging / MANIFEST_FILE).read_bytes())
+        chosen = self.remote.publish(staging, version, finalize=finalize, overwrite=overwrite)
         return f"{self.location}/{chosen}"
 
-    def _claim(self, version: str | None, *, overwrite: bool) -> str:
-        """Atomically reserve a version name on the object store."""
-        if version is not None:
-            exists = self._fresh().exists(self._join(version, MANIFEST_FILE))
-            if exists and not overwrite:
-                raise self._exists(version)
-            if overwrite:
-                # Object stores cannot swap a version in one step: hide the old one (its
-                # manifest first), then publish the new one. A failed upload leaves none.
-                if exists:
-                    self.fs.rm_file(self._join(version, MANIFEST_FILE))
-                    self.fs.rm(self._join(version), recursive=True)
-                self._release(version)  # also frees a claim left by a crashed writer
-            if not self._try_claim(version):
-                raise self._exists(version)
-            return version
-        for _attempt in range(1000):
-            candidate = self._next_version()
-            if self._try_claim(candidate):
-                return candidate
-        raise StorageError(f"Could not claim a free version number under {self.location}.")
-
-    def _try_claim(self, version: str) -> bool:
-        stamp = json.dumps({"claimed": _now(), "by": uuid.uuid4().hex}).encode()
-        try:
-            self.fs.pipe_file(self._join(CLAIMS_DIR, version), stamp, mode="create")
-        except FileExistsError:
-            return False
-        return True
-
-    def _release(self, version: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            self.fs.rm_file(self._join(CLAIMS_DIR, version))
-
-    def _next_version(self) -> str:
-        names = set(self.list_versions())
-        with contextlib.suppress(FileNotFoundError):
-            names |= {
-                p.rstrip("/").split("/")[-1]
-                for p in self.fs.ls(self._join(CLAIMS_DIR), detail=False)
-            }
-        integers = [int(name) for name in names if name.isascii() and name.isdigit()]
-        return str(max(integers, default=0) + 1)
-
-    def _exists(self, version: str) -> VersionExistsError:
-        return VersionExistsError(
-            f"Version {version!r} already exists under {self.location}; published versions "
-            "are immutable.\nSave under a new version, or pass overwrite=True to replace it.",
-            version=version,
-            path=self._join(version),
-        )
-
     # ------------------------------------------------------------ aliases
-    def _alias_path(self, alias: str) -> str:
-        store.check_version_name(alias)
-        return self._join(ALIASES_DIR, f"{alias}.json")
-
     def read_alias(self, alias: str) -> dict[str, Any] | None:
-        """``{"alias", "version", "history": [...]}`` or None if there is no such alias."""
+        """``{"alias", "version", "history": [...]}`` or None if there is no such alias.
+
+        Raises:
+            StorageError: the alias's latest record is malformed (named in the message).
+        """
         try:
-            path = self._alias_path(alias)
+            store.check_version_name(alias)
         except ValueError:
             return None
-        try:
-            data = (
-                self.fs.cat_file(path)
-                if self.is_remote
-                else (self.local / ALIASES_DIR / f"{alias}.json").read_bytes()
-            )
-        except FileNotFoundError:
-            return None
-        return json.loads(data)
+        return self.aliases.read(alias)
 
     def list_aliases(self) -> dict[str, str]:
-        """``{alias: version}`` for every alias under the root."""
-        if self.is_remote:
+        """``{alias: version}`` for every alias under the root; malformed ones are skipped
+        with a `StorageWarning`."""
+        found = {}
+        for alias in self.aliases.names():
             try:
-                names = self._fresh().ls(self._join(ALIASES_DIR), detail=False)
-            except FileNotFoundError:
-                return {}
-        else:
-            folder = self.local / ALIASES_DIR
-            names = [str(p) for p in folder.glob("*.json")] if folder.is_dir() else []
-        aliases = {}
-        for name in names:
-            alias = name.rstrip("/").split("/")[-1].removesuffix(".json")
-            record = self.read_alias(alias)
+                record = self.read_alias(alias)
+            except StorageError as exc:
+                warnings.warn(StorageWarning(str(exc), path=alias), stacklevel=2)
+                continue
             if record:
-                aliases[alias] = record["version"]
-        return aliases
+                found[alias] = record["version"]
+        return found
 
     def write_alias(self, alias: str, version: str) -> dict[str, Any]:
-        """Point `alias` at `version`, keeping the alias's history. Atomic replace."""
-        self._alias_path(alias)  # refuse a name read_alias would not read, local or remote
-        if version not in self.list_versions():
+        """Point `alias` at `version`, keeping the alias's history (compare-and-swap)."""
+        store.check_version_name(alias)
+        if not self.has_version(version):
             available = self.list_versions()
             raise BundleNotFoundError(
                 f"Cannot tag {alias!r}: no version {version!r} under {self.location}."
@@ -301,25 +283,7 @@ class Root:
                 location=self.location,
                 available=available,
             )
-        previous = self.read_alias(alias) or {"alias": alias, "history": []}
-        record = {
-            "alias": alias,
-            "version": version,
-            "updated": _now(),
-            "history": [*previous.get("history", []), {"version": version, "time": _now()}],
-        }
-        data = (json.dumps(record, indent=2) + "\n").encode()
-        if self.is_remote:
-            self.fs.pipe_file(self._alias_path(alias), data)  # one PUT: atomic
-        else:
-            folder = self.local / ALIASES_DIR
-            folder.mkdir(parents=True, exist_ok=True)
-            tmp = folder / f".{alias}.{uuid.uuid4().hex}.tmp"
-            tmp.write_bytes(data)
-            with open(tmp, "rb") as handle:
-                os.fsync(handle.fileno())
-            os.replace(tmp, folder / f"{alias}.json")
-        return record
+        return self.aliases.write(alias, version)
 
 
 def open_root(location: str | Path, **storage_options: Any) -> Root:
@@ -330,7 +294,3 @@ def open_root(location: str | Path, **storage_options: Any) -> Root:
 
     fs, path = fsspec.core.url_to_fs(str(location), **storage_options)
     return Root(str(location).rstrip("/"), fs=fs, path=path.rstrip("/"))
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
