@@ -19,9 +19,8 @@ from ..errors import BundleError, BundleNotFoundError, IntegrityError, UsageErro
 from ..format.digest import check_digest, digest_of, require_digest
 from ..format.integrity import hash_file, verify_files
 from ..format.manifest import Manifest, read_manifest
-from . import cache
+from . import cache, oci
 from . import local as store
-from . import oci
 from .archives import extract_archive, is_archive_name
 from .paths import is_url, local_path, split_alias
 from .roots import open_root
