@@ -1321,6 +1321,8 @@ def _check_version_name(located: Located, manifest: Manifest) -> None:
     loads, with a warning naming both versions.
     """
     name = located.path.name
+    # An overwrite in progress (or killed) keeps the version in `.replaced-<id>-<version>`.
+    name = store.replaced_version(name) or name
     # `bundle archive` names its folder <name>-<version>: an extracted release is in place.
     if located.via == "archive" or name in (
         manifest.version,

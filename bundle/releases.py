@@ -181,8 +181,7 @@ def pull(
     Example:
         >>> bundle.pull("oci://registry.example.com/models/churn:1.2.0", "models/churn")
     """
-    staging = store.staging_dir(Path(root))
-    try:
+    with store.staging(Path(root)) as staging:
         if is_oci(location):  # straight from the registry, checked as it streams
             if digest is not None:
                 check_digest(digest)
@@ -195,8 +194,6 @@ def pull(
         return store.publish(
             staging, Path(root), manifest.version, finalize=_unchanged, overwrite=overwrite
         )
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _unchanged(_directory: Path, _version: str) -> None:
@@ -273,6 +270,11 @@ def gc(
         >>> bundle.gc("models/churn")                  # what would go
         >>> bundle.gc("models/churn", dry_run=False)   # reclaim it
     """
+    if is_oci(root):
+        raise UsageError(
+            f"{root} is an OCI registry: it collects its own garbage (unreferenced blobs).\n"
+            "Run gc on a directory or object-storage root, e.g. bundle gc models/churn."
+        )
     target = open_root(root, **storage_options)
     report = collect_leftovers(target, older_than=older_than)
     return report if dry_run else reclaim_leftovers(target, report)

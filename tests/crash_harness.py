@@ -11,12 +11,15 @@ crashed; 0: OP finished in fewer than N steps; anything else: OP failed on its o
 forked child starts from an interpreter that already imported everything, so each crash
 point costs milliseconds.
 
-OP is ``save`` (a new version), ``overwrite`` (``overwrite=True``) or ``tag`` (move the alias
-``production`` to VERSION). SOURCE is a published version directory whose files are saved.
+OP is ``save`` (a new version), ``overwrite`` (``overwrite=True``), ``tag`` (move the alias
+``production`` to VERSION), ``gc`` (reclaim ROOT's leftovers) or ``archive`` (write VERSION of
+ROOT to SOURCE, an archive path). Otherwise SOURCE is a published version directory whose
+files are saved.
 MODE says what a step is:
 
 - ``audit``: every audit event (``sys.addaudithook``) that touches the file system, on a
-  local root: each ``open``, rename, remove, mkdir, link, rmtree, lock and atomic swap;
+  local root: each ``open``, rename, remove, mkdir, link, rmtree, lock and atomic swap, and
+  each ``os.fsync`` (which raises no audit event: the harness wraps it);
 - ``audit-noswap``: the same, on a system without an atomic folder swap (``exchange``
   reports it cannot, as on NFS or Windows), so the set-aside protocol runs instead;
 - ``calls``: every call that changes an object store, through `Faulty`, an fsspec filesystem
@@ -161,6 +164,10 @@ class Faulty(fsspec.AbstractFileSystem):
 def _run(op: str, root: str, source: Path, version: str, options: dict[str, Any]) -> None:
     if op == "tag":
         bundle.tag(root, "production", version, **options)
+    elif op == "gc":
+        bundle.gc(root, dry_run=False, **options)
+    elif op == "archive":
+        bundle.archive(root, str(source), version=version, **options)
     else:
         publish_copy(root, source, version, overwrite=op == "overwrite", **options)
 
@@ -172,12 +179,22 @@ def _crash_at(count: int, mode: str) -> None:
         return
     seen = [0]
 
+    def step() -> None:
+        seen[0] += 1
+        if seen[0] == count:
+            os._exit(CRASHED)
+
     def hook(event: str, _args: tuple) -> None:
         if event in FILE_SYSTEM_EVENTS:
-            seen[0] += 1
-            if seen[0] == count:
-                os._exit(CRASHED)
+            step()
 
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:  # os.fsync raises no audit event: count it here
+        step()
+        real_fsync(fd)
+
+    os.fsync = fsync
     sys.addaudithook(hook)
 
 
@@ -189,8 +206,11 @@ def main() -> None:
     if mode == "calls":
         fsspec.register_implementation("faulty", Faulty, clobber=True)
     # Import now what the operation imports lazily: module files are no crash points.
-    read_manifest(Path(source))
-    write_manifest(read_manifest(Path(source)), Path(tempfile.mkdtemp()))
+    if op in ("gc", "archive"):
+        bundle.list_versions(root, **options)
+        bundle.gc(root, **options)
+    else:
+        write_manifest(read_manifest(Path(source)), Path(tempfile.mkdtemp()))
     for line in sys.stdin:
         count, *other_root = line.split()
         pid = os.fork()

@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -218,6 +219,108 @@ def test_every_crash_point_of_a_local_tag(sources, tmp_path):
         assert [entry["version"] for entry in retried["history"]] == [*history, "2.0.0"]
 
     run_every_crash_point(Harness("tag", str(root), sources["new"], "2.0.0", "audit"), reset, check)
+
+
+def _leave_leftovers(root: Path, sources: dict) -> None:
+    """What killed saves and overwrites leave: an unlocked staging folder, a trash folder,
+    a stale copy of a replaced version, and a version that sits only in its set-aside copy."""
+    shutil.copytree(sources["new"], root / f".staging-{uuid.uuid4().hex}")
+    trash = root / f".trash-{uuid.uuid4().hex}"
+    trash.mkdir()
+    (trash / "model.keras").write_bytes(b"x" * 100)
+    shutil.copytree(root / "1.0.0", root / f".replaced-{uuid.uuid4().hex}-1.0.0")
+    os.rename(root / "2.0.0", root / f".replaced-{uuid.uuid4().hex}-2.0.0")
+
+
+@pytest.mark.slow
+def test_every_crash_point_of_a_local_gc(sources, tmp_path):
+    root = tmp_path / "root"
+    whole = {"1.0.0": "old", "2.0.0": "new"}
+
+    def reset():
+        shutil.rmtree(root, ignore_errors=True)
+        publish_copy(str(root), sources["old"], "1.0.0", overwrite=False)
+        publish_copy(str(root), sources["new"], "2.0.0", overwrite=False)
+        _leave_leftovers(root, sources)
+
+    def check(point, completed):
+        assert published(str(root)) == whole, point  # gc never loses or mixes a version
+        assert Bundle.load(root).metadata["run"] == "new"  # 2.0.0, wherever it sits
+        assert not completed or local_leftovers(root) == []
+        bundle.gc(root, dry_run=False)  # the re-run finishes the job
+        assert local_leftovers(root) == [], point
+        assert sorted(p.name for p in root.iterdir()) == ["1.0.0", "2.0.0"]
+        assert published(str(root)) == whole
+
+    reset()
+    codes = run_every_crash_point(
+        Harness("gc", str(root), sources["new"], "", "audit"), reset, check
+    )
+    assert len(codes) > 10  # each rename, rmtree and unlink of the clean-up was a crash point
+
+
+@pytest.mark.slow
+def test_every_crash_point_of_an_archive(sources, tmp_path):
+    root, out = tmp_path / "root", tmp_path / "out"
+    publish_copy(str(root), sources["old"], "1.0.0", overwrite=False)
+    archive = out / "m-1.0.0.tar.gz"
+
+    def reset():
+        shutil.rmtree(out, ignore_errors=True)
+        out.mkdir()
+
+    def check(point, completed):
+        assert published(str(root)) == {"1.0.0": "old"}  # the source is never touched
+        visible = [p.name for p in out.iterdir() if not p.name.startswith(".")]
+        assert visible in ([], [archive.name]), (point, visible)  # never a partial archive
+        assert not completed or visible == [archive.name]
+        if visible:
+            assert Bundle.load(archive).metadata["run"] == "old"  # whole: extracts, verifies
+        bundle.archive(root, str(archive), version="1.0.0")  # the re-run succeeds
+        assert Bundle.load(archive).metadata["run"] == "old"
+
+    run_every_crash_point(Harness("archive", str(root), archive, "1.0.0", "audit"), reset, check)
+
+
+@pytest.mark.slow
+def test_a_full_disk_is_a_storage_error_that_says_how_much_was_needed(tiny_model, tmp_path):
+    """A save onto a real small tmpfs that fills up: nothing published, nothing left."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)],
+        capture_output=True,
+        text=True,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root/CAP_SYS_ADMIN): {mounted.stderr}")
+    try:
+        root = disk / "models"
+        first = Bundle(tiny_model, name="m", version="1.0.0", metadata={"run": "old"})
+        first.save(root)
+        used = shutil.disk_usage(disk).used
+        # Room for about half of another version: the next save fills the disk mid-way.
+        subprocess.run(["mount", "-o", f"remount,size={used + used // 2}", str(disk)], check=True)
+        second = Bundle(tiny_model, name="m", version="2.0.0", metadata={"run": "new"})
+        with pytest.raises(bundle.StorageError) as caught:
+            second.save(root)
+        message = str(caught.value)
+        assert re.search(
+            rf"The disk holding {re.escape(str(root))} is full \(\d[\d,]* bytes free\): "
+            r"No space left on device",
+            message,
+        ), message
+        needed = re.search(r"The save needed more than the ([\d,]+) bytes it had written", message)
+        assert needed and int(needed.group(1).replace(",", "")) > 0, message
+        assert "Nothing was published" in message and "Free space on that disk" in message
+        assert "get_config" not in message  # no unrelated hint about the model
+        assert published(str(root)) == {"1.0.0": "old"}  # the earlier version is intact
+        assert sorted(p.name for p in root.iterdir()) == ["1.0.0"]  # no partial copy left
+        subprocess.run(["mount", "-o", "remount,size=8m", str(disk)], check=True)
+        second.save(root)  # with room again, the same save succeeds
+        assert published(str(root)) == {"1.0.0": "old", "2.0.0": "new"}
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
 
 
 # ---------------------------------------------------------------------------- object storage

@@ -10,7 +10,7 @@ import bundle as api
 
 from ..errors import BundleNotFoundError, UsageError
 from ..format.layout import MANIFEST_FILE
-from ..storage import is_url
+from ..storage import is_oci, is_url
 from .app import (
     CONTEXT_SETTINGS,
     DIGEST_OPTION,
@@ -179,6 +179,8 @@ def _short(digest: str) -> str:
 
 def _name_leftovers(root: str) -> None:
     """Name what interrupted saves left under ROOT (on stderr: stdout is the listing)."""
+    if is_oci(root):
+        return
     report = api.gc(root)
     if not report:
         return

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import shutil
 import warnings
@@ -204,19 +205,28 @@ class Root:
         parent = self.local if self.remote is None else cache.scratch()
         try:
             with store.staging(parent) as path:
-                yield path
-        except BaseException as exc:
+                try:
+                    yield path
+                except BaseException as exc:
+                    full = disk_full(exc)
+                    if full is None:
+                        raise
+                    raise self._disk_full(full, parent, _tree_size(path)) from exc
+        except OSError as exc:  # the staging folder itself could not be made
             full = disk_full(exc)
             if full is None:
                 raise
-            raise self._disk_full(full, parent) from exc
+            raise self._disk_full(full, parent, 0) from exc
 
-    def _disk_full(self, exc: OSError, parent: Path) -> StorageError:
+    def _disk_full(self, exc: OSError, parent: Path, written: int) -> StorageError:
         try:
             free = f"{shutil.disk_usage(parent).free:,} bytes free"
         except OSError:
             free = "free space unknown"
         where = f" ({exc.filename})" if exc.filename else ""
+        needed = ""
+        if written:
+            needed = f" The save needed more than the {written:,} bytes it had written."
         if self.remote is None:
             remedy = "Free space on that disk, or save to a root on another disk."
         else:
@@ -225,7 +235,8 @@ class Root:
                 f"point ${CACHE_ENV} at a larger disk."
             )
         return StorageError(
-            f"The disk holding {parent} is full ({free}): {exc.strerror or exc}{where}.\n"
+            f"The disk holding {parent} is full ({free}): {exc.strerror or exc}{where}."
+            f"{needed}\n"
             f"Nothing was published and the partial copy was removed. {remedy}"
         )
 
@@ -294,3 +305,13 @@ def open_root(location: str | Path, **storage_options: Any) -> Root:
 
     fs, path = fsspec.core.url_to_fs(str(location), **storage_options)
     return Root(str(location).rstrip("/"), fs=fs, path=path.rstrip("/"))
+
+
+def _tree_size(folder: Path) -> int:
+    """Bytes in the files under `folder` (what a failed write had put there)."""
+    total = 0
+    for path in folder.rglob("*"):
+        with contextlib.suppress(OSError):
+            if path.is_file():
+                total += path.stat().st_size
+    return total
