@@ -516,3 +516,160 @@ def test_moving_an_alias_is_atomic(root):
     assert len(record["history"]) == 201
     names = sorted(p.name for p in (root / ".aliases" / "production").iterdir())
     assert names == [f"{n:010d}.json" for n in range(1, 202)]  # no temp file left
+
+
+# ---------------------------------------------------------------------------- issue 13, storage
+def test_a_malformed_alias_record_is_a_storage_error_and_a_new_tag_supersedes_it(root):
+    bundle.tag(root, "production", "1.0.0")
+    (record,) = (root / ".aliases" / "production").iterdir()
+    record.write_text("{not json")
+    with pytest.raises(
+        bundle.StorageError,
+        match=r"The record of alias 'production' at .+0000000001\.json is not a valid alias "
+        r"record \(not JSON: .+\)\.\nPoint the alias again \(bundle tag .+ production VERSION\)",
+    ):
+        Bundle.load(f"{root}@production")
+    assert bundle.tag(root, "production", "2.0.0")["version"] == "2.0.0"  # supersedes it
+    assert Bundle.load(f"{root}@production").version == "2.0.0"
+
+
+@pytest.mark.parametrize("below", [False, True])
+def test_saving_into_a_root_that_is_a_file_says_so(tiny_model, tmp_path, below):
+    blocker = tmp_path / "models"
+    blocker.write_text("not a folder")
+    target = blocker / "churn" if below else blocker
+    where = f"{blocker} is" if below else "it is"
+    with pytest.raises(
+        bundle.StorageError,
+        match=rf"Cannot save into {target}: {where} a file, not a folder\.\nPass a folder",
+    ):
+        Bundle(tiny_model, name="m", version="1").save(target)
+    assert blocker.read_text() == "not a folder"
+
+
+def test_archiving_a_corrupted_version_is_refused_and_writes_nothing(root, tmp_path):
+    model = root / "2.0.0" / "model.keras"
+    data = bytearray(model.read_bytes())
+    data[-20] ^= 0xFF
+    model.write_bytes(bytes(data))
+    out = tmp_path / "out.tar.gz"
+    with pytest.raises(
+        bundle.IntegrityError,
+        match=r"Refusing to archive bundle 'churn' 2\.0\.0: the release could never load\. "
+        r"1 of \d+ files .+\n- model\.keras: ",
+    ):
+        bundle.archive(root, str(out), version="2.0.0")
+    assert list(tmp_path.glob("out*")) == [] and list(tmp_path.glob(".out*")) == []
+
+
+def test_an_archive_whose_single_folder_starts_with_a_dot_loads(root, tmp_path):
+    archive = tmp_path / "hidden.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(root / "1.0.0", arcname=".churn")
+    assert Bundle.load(archive).metadata == {"v": "1.0.0"}
+
+
+def test_a_tar_gz_cut_in_its_gzip_trailer_is_refused(root, tmp_path):
+    good = tmp_path / "good.tar.gz"
+    bundle.archive(root, str(good), version="1.0.0")
+    cut = tmp_path / "cut.tar.gz"
+    cut.write_bytes(good.read_bytes()[:-4])  # the gzip trailer: CRC-32 and length
+    with pytest.raises(
+        bundle.IntegrityError,
+        match=r"cut\.tar\.gz is not a readable tar\.gz archive \(EOFError: .+\)\.\n"
+        "It is probably truncated or corrupt",
+    ):
+        Bundle.load(cut)
+
+
+def test_a_damaged_extraction_cache_entry_is_extracted_again(root, tmp_path):
+    archive = tmp_path / "churn.tar.gz"
+    bundle.archive(root, str(archive), version="1.2.0")
+    first = Bundle.load(archive)
+    cached = first.path / "model.keras"
+    cached.write_bytes(b"damaged on disk")  # the cache, not the archive
+    again = Bundle.load(archive)  # the intact archive is not blamed
+    assert again.metadata == {"v": "1.2.0"} and again.verify()
+    assert (again.path / "model.keras").read_bytes() != b"damaged on disk"
+
+
+UNREADABLE_CHILD = """
+    import json, sys, warnings
+    import bundle
+    root = sys.argv[1]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        versions = [v.version for v in bundle.list_versions(root)]
+    tagged = bundle.tag(root, "production", "2.0.0")["version"]
+    print(json.dumps({"versions": versions, "tagged": tagged,
+                      "warnings": [f"{type(w.message).__name__}: {w.message}" for w in caught]}))
+"""
+
+
+def test_an_unreadable_version_directory_blocks_no_other_version(root):
+    """Listed and tagged by a process that cannot read one version: the others are there."""
+    import subprocess
+    import sys
+    import textwrap
+
+    prefix = []
+    if os.geteuid() == 0:  # root reads anything: drop the capabilities that let it
+        if shutil.which("setpriv") is None:
+            pytest.skip("running as root without setpriv: cannot make a folder unreadable")
+        prefix = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search"]
+    (root / "1.2.0").chmod(0o000)
+    try:
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+        env.pop("PYTHONPATH", None)
+        result = subprocess.run(
+            [*prefix, sys.executable, "-c", textwrap.dedent(UNREADABLE_CHILD), str(root)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+        )
+    finally:
+        (root / "1.2.0").chmod(0o755)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.splitlines()[-1])
+    assert report["versions"] == ["1.0.0", "2.0.0"]
+    assert report["tagged"] == "2.0.0"
+    assert any(
+        w.startswith(f"StorageWarning: Skipped {root / '1.2.0'}: it cannot be read (Permission")
+        and "fix its permissions" in w
+        for w in report["warnings"]
+    ), report["warnings"]
+
+
+TAGGER = """
+    import sys
+    import bundle
+    root, version, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    for _ in range(count):
+        bundle.tag(root, "production", version)
+"""
+
+
+def test_concurrent_taggers_in_two_processes_never_lose_history(root):
+    import subprocess
+    import sys
+    import textwrap
+
+    bundle.tag(root, "production", "1.0.0")
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env.pop("PYTHONPATH", None)
+    taggers = [
+        subprocess.Popen(
+            [sys.executable, "-c", textwrap.dedent(TAGGER), str(root), version, "40"],
+            env=env,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for version in ("1.2.0", "2.0.0")
+    ]
+    for tagger in taggers:
+        assert tagger.wait(timeout=300) == 0, tagger.stderr.read()
+        tagger.stderr.close()
+    history = [entry["version"] for entry in open_root(root).read_alias("production")["history"]]
+    assert len(history) == 81  # every move of both processes, none lost
+    assert history.count("1.2.0") == 40 and history.count("2.0.0") == 40
