@@ -15,7 +15,7 @@ from typing import Any
 
 from .errors import BundleError, DigestMismatchError, IntegrityError, StorageWarning, UsageError
 from .format.digest import check_digest, digest_of, manifest_digest, require_digest
-from .format.integrity import verify_files
+from .format.integrity import verify_files, verify_files_for
 from .format.manifest import Manifest, parse_manifest, read_manifest
 from .format.signing import SignatureInfo, sign_directory, verify_directory
 from .format.verification import Check, VerifyReport, files_check
@@ -56,15 +56,12 @@ def archive(
     """
     source = fetch(location, version, **storage_options)
     manifest = read_manifest(source)
-    try:
-        verify_files(source, manifest.files, label=manifest.label)
-    except IntegrityError as exc:
-        raise IntegrityError(
-            f"Refusing to archive {manifest.label}: the release could never load. {exc}",
-            mismatched=exc.mismatched,
-            missing=exc.missing,
-            unexpected=exc.unexpected,
-        ) from exc
+    verify_files_for(
+        source,
+        manifest.files,
+        label=manifest.label,
+        purpose=f"Refusing to archive {manifest.label}: the release could never load.",
+    )
     root_name = f"{manifest.name}-{manifest.version}"
     if not is_url(output):
         write_archive(source, Path(output), root_name=root_name)

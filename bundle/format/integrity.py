@@ -13,7 +13,7 @@ from typing import Any
 
 CHUNK_SIZE = 1 << 20
 
-__all__ = ["file_table", "hash_file", "list_files", "verify_files"]
+__all__ = ["file_table", "hash_file", "list_files", "verify_files", "verify_files_for"]
 
 
 def hash_file(path: Path) -> str:
@@ -60,3 +60,24 @@ def verify_files(directory: Path, recorded: Mapping[str, Mapping[str, Any]], *, 
     from .snapshot import verify_directory
 
     verify_directory(Path(directory), recorded, label=label)
+
+
+def verify_files_for(
+    directory: Path, recorded: Mapping[str, Mapping[str, Any]], *, label: str, purpose: str
+) -> None:
+    """`verify_files`, its `IntegrityError` prefixed by `purpose` (what the check guards).
+
+    Raises:
+        IntegrityError: as `verify_files`, the message starting with `purpose`.
+    """
+    from ..errors import IntegrityError
+
+    try:
+        verify_files(directory, recorded, label=label)
+    except IntegrityError as exc:
+        raise IntegrityError(
+            f"{purpose} {exc}",
+            mismatched=exc.mismatched,
+            missing=exc.missing,
+            unexpected=exc.unexpected,
+        ) from exc

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import BundleError, BundleNotFoundError, IntegrityError, UsageError
+from ..errors import BundleError, BundleNotFoundError, UsageError
 from ..format.digest import check_digest, digest_of, require_digest
-from ..format.integrity import hash_file, verify_files
+from ..format.integrity import hash_file, verify_files, verify_files_for
 from ..format.manifest import Manifest, read_manifest
 from . import cache, oci
 from . import local as store
@@ -176,12 +176,6 @@ def _check_extracted(folder: Path, location: str) -> None:
         manifest = read_manifest(folder)
     except BundleError:
         return
-    try:
-        verify_files(folder, manifest.files, label=manifest.label)
-    except IntegrityError as exc:
-        raise IntegrityError(
-            f"The archive {location} is damaged. {exc}",
-            mismatched=exc.mismatched,
-            missing=exc.missing,
-            unexpected=exc.unexpected,
-        ) from exc
+    verify_files_for(
+        folder, manifest.files, label=manifest.label, purpose=f"The archive {location} is damaged."
+    )
