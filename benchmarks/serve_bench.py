@@ -40,6 +40,7 @@ import contextlib
 import json
 import os
 import random
+import re
 import signal
 import socket
 import statistics
@@ -409,12 +410,37 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+class PortTaken(RuntimeError):
+    """A server could not bind its port: another process took it after `free_port`."""
+
+
+def start_on_free_ports(
+    start: Callable[[dict[str, int]], subprocess.Popen], names: tuple[str, ...], attempts: int = 3
+) -> tuple[subprocess.Popen, dict[str, int]]:
+    """``start(ports)`` on fresh free ports, again on new ones if another process took one.
+
+    The machine is shared: a port free when asked may be bound by anyone before the server
+    binds it.
+    """
+    for attempt in range(attempts):
+        ports = {name: free_port() for name in names}
+        try:
+            return start(ports), ports
+        except PortTaken:
+            if attempt == attempts - 1:
+                raise
+            print(f"a port of {ports} was taken meanwhile: starting again", flush=True)
+    raise AssertionError("unreachable")
+
+
 def wait_http(port: int, path: str, process: subprocess.Popen, log: Path) -> None:
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(
-                f"server exited with {process.returncode}:\n{log.read_text()[-3000:]}"
+            tail = log.read_text()[-3000:]
+            taken = re.search(r"in use|failed to bind", tail, re.I)
+            raise (PortTaken if taken else RuntimeError)(
+                f"server exited with {process.returncode}:\n{tail}"
             )
         try:
             with socket.create_connection((HOST, port), timeout=1) as sock:
@@ -463,7 +489,7 @@ def start_bundle_server(path: Path, port: int, grpc_port: int, log: Path, args) 
 
 def start_mlserver(parts: Path, work: Path, ports: dict[str, int], log: Path) -> Any:
     """One MLServer with two models: the runtime with adaptive batching, and without."""
-    work.mkdir(parents=True)
+    work.mkdir(parents=True, exist_ok=True)
     (work / "settings.json").write_text(
         json.dumps(
             {
@@ -477,7 +503,7 @@ def start_mlserver(parts: Path, work: Path, ports: dict[str, int], log: Path) ->
     )
     for name, batching in (("reference", True), ("reference-unbatched", False)):
         folder = work / name
-        folder.mkdir()
+        folder.mkdir(exist_ok=True)
         settings: dict[str, Any] = {
             "name": name,
             "implementation": "mlserver_runtime.ReferenceRuntime",
@@ -650,9 +676,20 @@ def render(
             "mlflow",
         )
     )
+    smoke = (
+        [
+            "**Smoke run** (`--quick`: one round, few requests, a short open loop) on a "
+            "shared machine: it shows the benchmark works, not figures to quote. The "
+            "figures come from a full run on an idle machine (`make bench-serve`).",
+            "",
+        ]
+        if args.quick
+        else []
+    )
     lines = [
         f"## {SECTION}",
         "",
+        *smoke,
         "Re-run: `make bench-serve` (the bench extra installs MLServer and mlflow; about 30 "
         "min on 2 cores, on an otherwise idle machine).",
         "",
@@ -788,12 +825,13 @@ def main(argv: list[str] | None = None) -> int:
         running: list[subprocess.Popen] = []
         targets: list[Target] = []
         try:
-            ports = {"http": free_port(), "grpc": free_port()}
-            running.append(
-                start_bundle_server(
-                    bundle_dir, ports["http"], ports["grpc"], tmp_path / "bundle.log", args
-                )
+            process, ports = start_on_free_ports(
+                lambda p: start_bundle_server(
+                    bundle_dir, p["http"], p["grpc"], tmp_path / "bundle.log", args
+                ),
+                ("http", "grpc"),
             )
+            running.append(process)
             targets += [
                 http_target(f"{BUNDLE} /predict", ports["http"], "/predict", records, predict_body),
                 http_target(
@@ -814,10 +852,13 @@ def main(argv: list[str] | None = None) -> int:
                 from mlserver_runtime import save_parts
 
                 parts = save_parts(workload, tmp_path / "parts")
-                ml = {"http": free_port(), "grpc": free_port(), "metrics": free_port()}
-                running.append(
-                    start_mlserver(parts, tmp_path / "mlserver", ml, tmp_path / "mlserver.log")
+                process, ml = start_on_free_ports(
+                    lambda p: start_mlserver(
+                        parts, tmp_path / "mlserver", p, tmp_path / "mlserver.log"
+                    ),
+                    ("http", "grpc", "metrics"),
                 )
+                running.append(process)
                 for model, label in (
                     ("reference", MLSERVER_BATCHED),
                     ("reference-unbatched", "MLServer unbatched"),
@@ -836,8 +877,12 @@ def main(argv: list[str] | None = None) -> int:
                     )
             if not args.no_mlflow:
                 model_dir = save_mlflow_model(workload, tmp_path / "mlflow", rows.iloc[:50])
-                port = free_port()
-                running.append(start_mlflow_server(model_dir, port, tmp_path / "mlflow.log"))
+                process, ports_ = start_on_free_ports(
+                    lambda p: start_mlflow_server(model_dir, p["http"], tmp_path / "mlflow.log"),
+                    ("http",),
+                )
+                running.append(process)
+                port = ports_["http"]
                 targets.append(
                     http_target("mlflow /invocations", port, "/invocations", records, mlflow_body)
                 )
