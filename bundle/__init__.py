@@ -8,7 +8,7 @@ Example:
 
 from . import export as _export  # noqa: F401  (registers Bundle.export's formats)
 from ._version import __version__
-from .contract import InputSchema
+from .contract import ImageInput, InputSchema
 from .core import Bundle
 from .drift import DriftReport, DriftThresholds
 from .errors import (
@@ -21,6 +21,7 @@ from .errors import (
     EnvironmentMismatchWarning,
     ExportError,
     ExtraColumnsWarning,
+    ImageError,
     IntegrityError,
     ManifestError,
     MissingDependencyError,
@@ -59,6 +60,8 @@ __all__ = [
     "ExportError",
     "ExtraColumnsWarning",
     "GcReport",
+    "ImageError",
+    "ImageInput",
     "InputSchema",
     "IntegrityError",
     "Leftover",

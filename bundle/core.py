@@ -9,7 +9,7 @@ import json
 import os
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from types import MappingProxyType
@@ -17,10 +17,22 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .contract import InputSchema, infer_schema, n_rows, schema_from_hints
+from .contract import (
+    ArraySchema,
+    ImageInput,
+    ImageSchema,
+    InputSchema,
+    MultiInputSchema,
+    concat_rows,
+    infer_schema,
+    is_image_source,
+    n_rows,
+    schema_from_hints,
+)
 from .engine import Engine
 from .errors import (
     BundleError,
+    BundleWarning,
     CompileStateSkippedWarning,
     ExtraColumnsWarning,
     IntegrityError,
@@ -33,6 +45,8 @@ from .errors import (
     VersionMismatchWarning,
     bullet_list,
 )
+from .fileio import arrays as array_io
+from .fileio import images as image_io  # also registers the contract's image readers
 from .format import golden
 from .format.digest import check_digest, digest_of, manifest_digest, require_digest
 from .format.environment import capture_environment, requirements_text, warn_on_mismatch
@@ -76,6 +90,11 @@ _EMPTY = object()
 # Outputs wider than this (a 1000-class softmax) are profiled by their top score only.
 MAX_PROFILED_SCORES = 20
 DRIFT_BATCH_ROWS = 65_536
+ON_ERROR = ("raise", "skip", "record")
+TABLE_BATCH_ROWS = 16_384  # predict_file's default batch for tabular files
+ERROR_COLUMN = "error"
+# Decoded training images kept as the input example when it comes from a dataset.
+DATASET_EXAMPLE_ROWS = 32
 
 EXPORTERS: dict[str, Callable[..., Path]] = {}
 """Export format -> exporter. The export edge registers itself (`register_exporter`), so the
@@ -104,6 +123,12 @@ class Bundle:
         custom_objects: ``{name: object}`` merged with the custom objects found in the model.
         input_example: raw training input (DataFrame, ndarray or dict of them). Its schema
             becomes the input contract; its first 1000 rows and their outputs are stored.
+        image: how training read image files: a `bundle.ImageInput`, or the
+            ``tf.data.Dataset`` made by ``keras.utils.image_dataset_from_directory``
+            (read with ``ImageInput.from_dataset``; its first batch becomes the input
+            example unless one is given), or ``{model input name: either}`` for a
+            multi-input model. `predict` then also reads image files, URLs, bytes and PIL
+            images exactly as training's loader did.
         name: the bundle's name (default: the model's name).
         version: the version to save as (default: the next integer under the root).
         metadata: JSON-serializable facts to keep with the model (metrics, data version, ...).
@@ -125,6 +150,7 @@ class Bundle:
         name: str | None = None,
         version: str | None = None,
         metadata: Mapping[str, Any] | None = None,
+        image: Any = None,
     ):
         if not (hasattr(model, "save") and callable(model)):
             raise TypeError(f"model must be a keras.Model; got {type(model).__name__}.")
@@ -133,11 +159,15 @@ class Bundle:
         self._postprocess, self._post_outputs = _postprocess_steps(postprocess, model)
         self._modes = [postprocess_mode(step) for step in self._postprocess]
         self._user_custom_objects = dict(custom_objects or {})
+        if input_example is None and image is not None:
+            input_example = _dataset_example(image)
         self._example = input_example
         self.name = name or str(getattr(model, "name", None) or "model")
         self.version = store.check_version_name(str(version)) if version is not None else None
         self._metadata = _json_checked(dict(metadata or {}))
         self._schema = _infer_input_schema(input_example, self._preprocess, model)
+        if image is not None:
+            self._schema = _with_image(self._schema, image)
         self._manifest: Manifest | None = None
         self._path: Path | None = None
         self._engine: Engine | None = None
@@ -505,7 +535,7 @@ class Bundle:
             arrays = isinstance(data, np.ndarray) or hasattr(data, "iloc")
             columnar = isinstance(data, Mapping) and _is_columnar(data)
             if (kind == "multi" and columnar and _batched(data, self._schema)) or (
-                kind in ("array", None) and arrays and _batched(data, self._schema)
+                kind in ("array", "image", None) and arrays and _batched(data, self._schema)
             ):
                 return data
         return self._coerce(data, strict=False)
@@ -876,23 +906,48 @@ class Bundle:
         postprocess: bool = True,
         strict: bool = False,
         precision: str | None = None,
+        on_error: str = "raise",
+        workers: int | None = None,
     ) -> Any:
         """Replay the training-time pipeline on raw input and return predictions.
 
         Args:
             raw: a DataFrame, ndarray, list of lists, one row (dict of scalars, Series),
-                JSON records (list of dicts), or a dict of arrays for multi-input models.
+                JSON records (list of dicts), or a dict of arrays for multi-input models; a
+                ``.npy`` file (memory-mapped, read batch by batch). For an image bundle
+                also: a path, a folder, a glob, an fsspec URL, encoded bytes, a PIL image,
+                or a list of these, read exactly as training's loader read its files.
             batch_size: rows per chunk through preprocessing and the model (default: sized
                 to about 16 MiB of model input). Results do not depend on it.
             postprocess: False returns the model's raw outputs (scores).
             strict: refuse columns the bundle does not know instead of ignoring them.
             precision: ``"float16"`` or ``"bfloat16"`` runs the model in reduced precision
                 (a converted copy, built on first use); default: the load-time precision.
+            on_error: for image sources, what an unreadable image does: ``"raise"`` an
+                `ImageError` naming it (default); ``"skip"`` it, or ``"record"`` it. With
+                "skip" or "record" the result is a DataFrame: a ``path`` (or ``index``)
+                column, then ``prediction`` or ``score_*`` columns, and with "record" an
+                ``error`` column holding each unreadable image's reason.
+            workers: threads decoding images (default: one per core).
 
         Raises:
             SchemaError: the input does not match the input contract (before any step ran).
+            ImageError: an image cannot be read as training read its images (the file is
+                named), with ``on_error="raise"``.
             StepError: a step failed on input that passed the checks.
         """
+        _check_on_error(on_error)
+        stream = self._stream(raw)
+        if stream is not None:
+            return self._predict_stream(
+                stream,
+                batch_size=batch_size,
+                postprocess=postprocess,
+                strict=strict,
+                precision=precision,
+                on_error=on_error,
+                workers=workers,
+            )
         canonical = self._coerce(raw, strict=strict)
         engine = self._get_engine()
         scores = engine.run(canonical, batch_size=batch_size, precision=precision)
@@ -944,13 +999,45 @@ class Bundle:
         return exporter(self, out, missing_token=missing_token, overwrite=overwrite)
 
     def predict_batches(
-        self, chunks: Iterable[Any], *, postprocess: bool = True, strict: bool = False
+        self,
+        chunks: Iterable[Any] | str | os.PathLike[str],
+        *,
+        postprocess: bool = True,
+        strict: bool = False,
+        batch_size: int | None = None,
+        scores: bool = False,
+        on_error: str = "record",
+        workers: int | None = None,
+        progress: Callable[[int], None] | None = None,
     ) -> Iterator[Any]:
-        """Predict an iterable of chunks (DataFrames, arrays, record lists), one result each.
+        """Predict chunk by chunk: an iterable of chunks, or a folder, file list or ``.npy``.
 
-        Chunk k+1 is validated and preprocessed in a background thread while the model
-        runs on chunk k. Each chunk goes through the model whole: size chunks to memory.
+        For an iterable of chunks (DataFrames, arrays, record lists), one result per chunk:
+        chunk k+1 is validated and preprocessed in a background thread while the model
+        runs on chunk k; each chunk goes through the model whole, so size chunks to memory.
+
+        For a source (a ``.npy`` file, memory-mapped; for an image bundle a folder, glob,
+        fsspec URL, or list of image paths, bytes or PIL images), one DataFrame per batch of
+        `batch_size` rows, in input order: the ``path`` (or ``index``) of each row, then
+        ``prediction`` and/or ``score_*`` as `predict_file` writes them, and with
+        ``on_error="record"`` (the default) an ``error`` column. Images decode on `workers`
+        threads while the model runs; memory holds about two batches, whatever the count.
         """
+        _check_on_error(on_error)
+        stream = self._stream(chunks)
+        if stream is not None:
+            for frame, _ in self._stream_frames(
+                stream,
+                batch_size=batch_size,
+                postprocess=postprocess,
+                scores=scores,
+                strict=strict,
+                on_error=on_error,
+                workers=workers,
+                progress=progress,
+            ):
+                yield frame
+            return
         engine = self._get_engine()
 
         def prepare(chunk: Any) -> Any:
@@ -971,31 +1058,63 @@ class Bundle:
         dst: str | Path,
         *,
         id_column: str | Sequence[str] | None = None,
-        batch_size: int = 16_384,
+        batch_size: int | None = None,
         scores: bool = False,
         input_format: str | None = None,
         output_format: str | None = None,
         strict: bool = False,
         progress: Callable[[int], None] | None = None,
+        on_error: str = "record",
+        workers: int | None = None,
+        on_unreadable: Callable[[str, str], None] | None = None,
     ) -> int:
-        """Score a Parquet, CSV or JSON Lines file into another, batch by batch.
+        """Score a file, folder or list of images into a Parquet, CSV or JSON Lines file.
 
-        The input is read in record batches of `batch_size` rows (never whole); the output
-        holds the `id_column` (s) copied from the input, a ``prediction`` column (when the
-        bundle has a postprocess step) and, with `scores=True` or without postprocessing,
-        one ``score_<class>`` column per model output. Peak memory depends on `batch_size`,
-        not on the file size. The output appears only once complete.
+        A Parquet, CSV or JSON Lines input is read in record batches of `batch_size` rows
+        (default 16,384; never whole); the output holds the `id_column` (s) copied from the
+        input, a ``prediction`` column (when the bundle has a postprocess step) and, with
+        `scores=True` or without postprocessing, one ``score_<class>`` column per model
+        output. Peak memory depends on `batch_size`, not on the file size. The output
+        appears only once complete.
+
+        A ``.npy`` file (memory-mapped) or, for an image bundle, a folder, glob, fsspec URL
+        or list of images is scored the same way, in input order, with a ``path`` (or
+        ``index``) column as the id; images decode on `workers` threads (default: one per
+        core) while the model runs, and `batch_size` defaults to about 16 MiB of model
+        input. An image that cannot be read is handled by `on_error`: ``"record"``
+        (default: its row holds the reason in an ``error`` column, and no prediction),
+        ``"skip"`` (left out) or ``"raise"`` (`ImageError`, nothing written). Each one is
+        passed to `on_unreadable` as ``(path, reason)``; without it, one `BundleWarning`
+        gives the count at the end.
 
         Returns:
-            The number of rows scored.
+            The number of rows written.
         """
         from .fileio import tabular as tabular_io
 
-        in_fmt = tabular_io.file_format(src, input_format)
+        _check_on_error(on_error)
         out_fmt = tabular_io.file_format(dst, output_format)
+        stream = None if input_format is not None else self._stream(src, tabular_ok=True)
+        if stream is not None:
+            return self._stream_to_file(
+                stream,
+                dst,
+                fmt=out_fmt,
+                batch_size=batch_size,
+                scores=scores,
+                strict=strict,
+                progress=progress,
+                on_error=on_error,
+                workers=workers,
+                on_unreadable=on_unreadable,
+            )
+        in_fmt = tabular_io.file_format(src, input_format)
         ids = [id_column] if isinstance(id_column, str) else list(id_column or [])
         frames = tabular_io.iter_batches(
-            src, batch_size=batch_size, fmt=in_fmt, column_types=self._csv_types(ids)
+            src,
+            batch_size=batch_size or TABLE_BATCH_ROWS,
+            fmt=in_fmt,
+            column_types=self._csv_types(ids),
         )
         rows = 0
         with tabular_io.BatchWriter(dst, fmt=out_fmt) as writer:
@@ -1032,6 +1151,204 @@ class Bundle:
 
         yield from engine.pipelined(frames, prepare, infer=infer)
 
+    # ------------------------------------------------------------------ streams
+    def _stream(self, raw: Any, *, tabular_ok: bool = False) -> _Stream | None:
+        """`raw` as a stream of batches when it is a ``.npy`` file or image sources."""
+        if array_io.is_npy(raw) and "://" not in os.fspath(raw):
+            return _npy_stream(array_io.open_npy(raw))
+        schema = self._schema
+        if not isinstance(schema, ImageSchema) or not is_image_source(raw):
+            return None
+        if tabular_ok and isinstance(raw, (str, os.PathLike)):
+            from .fileio.tabular import FORMATS
+
+            if Path(raw).suffix.lower() in FORMATS:
+                return None
+        source = image_io.open_images(raw)
+        image = schema.image
+
+        def batches(size: int, on_error: str, workers: int | None) -> Iterator[Any]:
+            return image_io.iter_batches(
+                source, image, batch_size=size, on_error=on_error, workers=workers
+            )
+
+        return _Stream(source.id_name, source.count, batches, overlap=False)
+
+    def _scored_batches(
+        self,
+        stream: _Stream,
+        *,
+        batch_size: int | None,
+        strict: bool,
+        precision: str | None,
+        on_error: str,
+        workers: int | None,
+        progress: Callable[[int], None] | None = None,
+    ) -> Iterator[tuple[Any, Any]]:
+        """``(batch, scores of its readable rows or None)``, the next batch read meanwhile."""
+        engine = self._get_engine()
+        size = batch_size or engine._default_batch_size()
+
+        def prepare(batch: Any) -> Any:
+            inputs, batch.images = batch.images, None  # a batch's pixels are freed once scored
+            if inputs is None or len(inputs) == 0:
+                return batch, None
+            return batch, engine.prepare(self._coerce(inputs, strict=strict))
+
+        def infer(prepared: Any) -> Any:
+            batch, model_input = prepared
+            return batch, None if model_input is None else engine.infer(model_input, precision)
+
+        batches = stream.batches(size, on_error, workers)
+        for batch, scores in engine.pipelined(
+            batches, prepare, infer=infer, overlap=stream.overlap
+        ):
+            if progress is not None:
+                progress(len(batch))
+            yield batch, scores
+
+    def _predict_stream(
+        self,
+        stream: _Stream,
+        *,
+        batch_size: int | None,
+        postprocess: bool,
+        strict: bool,
+        precision: str | None,
+        on_error: str,
+        workers: int | None,
+    ) -> Any:
+        scored = self._scored_batches(
+            stream,
+            batch_size=batch_size,
+            strict=strict,
+            precision=precision,
+            on_error=on_error,
+            workers=workers,
+        )
+        engine = self._get_engine()
+        if on_error == "raise":
+            parts = [scores for _, scores in scored if scores is not None]
+            scores = concat_rows(parts) if parts else engine._empty_scores()
+            return engine.postprocess(scores) if postprocess and self._postprocess else scores
+        import pandas as pd
+
+        record = on_error == "record" and stream.unreadable
+        frames, failures = [], []
+        for batch, scores in scored:
+            failures += [(name, reason) for _, name, reason in batch.failures]
+            frames.append(
+                self._stream_frame(batch, scores, stream.id_name, record, postprocess, False)
+            )
+        _warn_unreadable(failures, "are in the 'error' column" if record else "were skipped")
+        if not frames:
+            return self._stream_frame(_no_rows(), None, stream.id_name, record, postprocess, False)
+        return pd.concat(frames, ignore_index=True)
+
+    def _stream_frames(
+        self,
+        stream: _Stream,
+        *,
+        batch_size: int | None,
+        postprocess: bool,
+        scores: bool,
+        strict: bool,
+        on_error: str,
+        workers: int | None,
+        progress: Callable[[int], None] | None,
+    ) -> Iterator[tuple[Any, Any]]:
+        """``(output frame, batch)`` for each batch of the stream."""
+        record = on_error == "record" and stream.unreadable
+        for batch, result in self._scored_batches(
+            stream,
+            batch_size=batch_size,
+            strict=strict,
+            precision=None,
+            on_error=on_error,
+            workers=workers,
+            progress=progress,
+        ):
+            frame = self._stream_frame(batch, result, stream.id_name, record, postprocess, scores)
+            yield frame, batch
+
+    def _stream_to_file(
+        self,
+        stream: _Stream,
+        dst: str | Path,
+        *,
+        fmt: str,
+        batch_size: int | None,
+        scores: bool,
+        strict: bool,
+        progress: Callable[[int], None] | None,
+        on_error: str,
+        workers: int | None,
+        on_unreadable: Callable[[str, str], None] | None,
+    ) -> int:
+        from .fileio import tabular as tabular_io
+
+        record = on_error == "record" and stream.unreadable
+        empty = self._stream_frame(_no_rows(), None, stream.id_name, record, True, scores)
+        schema = _arrow_schema(empty) if fmt == "parquet" else None
+        rows, failures = 0, []
+        with tabular_io.BatchWriter(dst, fmt=fmt, schema=schema) as writer:
+            for frame, batch in self._stream_frames(
+                stream,
+                batch_size=batch_size,
+                postprocess=True,
+                scores=scores,
+                strict=strict,
+                on_error=on_error,
+                workers=workers,
+                progress=progress,
+            ):
+                writer.write(frame)
+                rows += len(frame)
+                for _, name, reason in batch.failures:
+                    failures.append((name, reason))
+                    if on_unreadable is not None:
+                        on_unreadable(name, reason)
+            if rows == 0:
+                writer.write(empty)
+        if on_unreadable is None:
+            where = f"are in the 'error' column of {dst}" if record else "were skipped"
+            _warn_unreadable(failures, where)
+        return rows
+
+    def _stream_frame(
+        self,
+        batch: Any,
+        result: Any,
+        id_name: str,
+        record: bool,
+        postprocess: bool,
+        scores: bool,
+    ) -> Any:
+        """One batch's output rows: the id, the outputs, and with `record` the ``error``."""
+        import pandas as pd
+
+        id_dtype = object if id_name == "path" else "int64"
+        ok_ids = [item for item, good in zip(batch.ids, batch.ok, strict=True) if good]
+        outputs = self._output_frame(
+            pd.DataFrame({id_name: pd.Series(ok_ids, dtype=id_dtype)}),
+            [id_name],
+            result if result is not None else self._get_engine()._empty_scores(),
+            scores=scores,
+            postprocess=postprocess,
+        )
+        if not record:
+            return outputs
+        n = len(batch.ids)
+        positions = np.flatnonzero(batch.ok)
+        frame = pd.DataFrame({id_name: pd.Series(batch.ids, dtype=id_dtype)})
+        for column in outputs.columns[1:]:
+            frame[column] = _fill_rows(outputs[column], positions, n)
+        errors = np.full(n, None, dtype=object)
+        for index, _, reason in batch.failures:
+            errors[index] = reason
+        frame[ERROR_COLUMN] = errors
+        return frame
+
     def _known_columns(self) -> set[str]:
         schema = self._schema.to_dict() if self._schema is not None else {}
         return {str(column.get("name")) for column in schema.get("columns", [])}
@@ -1043,7 +1360,15 @@ class Bundle:
         schema = self._schema.to_dict() if self._schema is not None else None
         return csv_column_types(schema, ids, numbers_as_text=numbers_as_text)
 
-    def _output_frame(self, id_frame: Any, ids: Sequence[str], result: Any, *, scores: bool) -> Any:
+    def _output_frame(
+        self,
+        id_frame: Any,
+        ids: Sequence[str],
+        result: Any,
+        *,
+        scores: bool,
+        postprocess: bool = True,
+    ) -> Any:
         """The output rows for one batch: ids, ``prediction``, ``score_*`` columns."""
         import pandas as pd
 
@@ -1052,35 +1377,40 @@ class Bundle:
             id_frame = pd.DataFrame({column: pd.Series([], dtype="object") for column in ids})
             result = engine._empty_scores()
         out = id_frame.reset_index(drop=True).copy()
-        for column, values in self._output_columns(result, scores=scores).items():
+        for column, values in self._output_columns(
+            result, scores=scores, postprocess=postprocess
+        ).items():
             out[column] = values
         return out
 
-    def _output_columns(self, result: Any, *, scores: bool) -> dict[str, np.ndarray]:
+    def _output_columns(
+        self, result: Any, *, scores: bool, postprocess: bool = True
+    ) -> dict[str, np.ndarray]:
         """Prediction and score columns of model outputs, for files and tables.
 
         One output: ``prediction`` (with a postprocess step) and ``score_<class>``. Several:
         columns named after each output, ``<output>`` for its prediction (postprocessed, or
         the model's values when it has no step) and ``<output>_score_<class>`` for the
         scores of a postprocessed one (with `scores`). Arrays wider than one value per row
-        get ``_<i>`` suffixes.
+        get ``_<i>`` suffixes. Without `postprocess`, the model's values only.
         """
         engine = self._get_engine()
+        postprocess = postprocess and bool(self._postprocess)
         named = engine.named(result)
         if not isinstance(named, Mapping):
             columns: dict[str, np.ndarray] = {}
             result = np.asarray(result)
-            if self._postprocess:
+            if postprocess:
                 columns.update(_spread("prediction", engine.postprocess(result)))
-            if scores or not self._postprocess:
+            if scores or not postprocess:
                 flat = result.reshape(len(result), -1)
                 for i, name in enumerate(self._score_names(flat.shape[1])):
                     columns[name] = flat[:, i]
             return columns
-        predictions = engine.named(engine.postprocess(result)) if self._postprocess else {}
+        predictions = engine.named(engine.postprocess(result)) if postprocess else {}
         columns = {}
         for output, values in named.items():
-            decoded = output in self._post_outputs
+            decoded = postprocess and output in self._post_outputs
             if decoded:
                 columns.update(_spread(output, predictions[output]))
             if scores or not decoded:
@@ -1145,6 +1475,79 @@ def _spread(name: str, values: Any) -> dict[str, np.ndarray]:
 
 def _spread_names(name: str, width: int) -> list[str]:
     return [name] if width == 1 else [f"{name}_{i}" for i in range(width)]
+
+
+@dataclass
+class _Stream:
+    """Batches read from a file, folder or list: ``batches(size, on_error, workers)``."""
+
+    id_name: str  # "path" or "index"
+    count: Callable[[], int]
+    batches: Callable[[int, str, int | None], Iterator[Any]]
+    overlap: bool  # prepare batch k+1 in a thread while k runs (not for images: decoded already)
+    unreadable: bool = True  # whether an item can fail to be read (an image; not an array row)
+
+
+def _npy_stream(npy: array_io.NpyFile) -> _Stream:
+    def batches(size: int, on_error: str, workers: int | None) -> Iterator[Any]:
+        for start, rows in array_io.iter_npy_batches(npy, size):
+            ids = list(range(start, start + len(rows)))
+            yield image_io.ImageBatch(ids, rows, np.ones(len(rows), dtype=bool), [])
+
+    return _Stream("index", lambda: len(npy), batches, overlap=True, unreadable=False)
+
+
+def _no_rows() -> Any:
+    return image_io.ImageBatch([], None, np.zeros(0, dtype=bool), [])
+
+
+def _check_on_error(on_error: str) -> None:
+    if on_error not in ON_ERROR:
+        raise UsageError(
+            f"on_error must be one of {', '.join(map(repr, ON_ERROR))}; got {on_error!r}."
+        )
+
+
+def _warn_unreadable(failures: Sequence[tuple[str, str]], where: str) -> None:
+    if not failures:
+        return
+    shown = [f"{name}: {reason}" for name, reason in failures]
+    warnings.warn(
+        BundleWarning(
+            f"{len(failures):,} image(s) could not be read; their reasons {where}:\n"
+            + bullet_list(shown)
+        ),
+        stacklevel=3,
+    )
+
+
+def _fill_rows(values: Any, positions: np.ndarray, n: int) -> Any:
+    """A column of `n` rows holding `values` at `positions`, missing elsewhere.
+
+    Integer and boolean columns become pandas' nullable types in every batch, so a file
+    written batch by batch keeps one type per column whether or not a batch had failures.
+    """
+    import pandas as pd
+
+    kind = values.dtype.kind
+    if kind == "f":
+        out = np.full(n, np.nan, dtype=values.dtype)
+    elif kind in "iub":
+        out = pd.array([pd.NA] * n, dtype="boolean" if kind == "b" else "Int64")
+    else:
+        out = np.full(n, None, dtype=object)
+    out[positions] = values.to_numpy()
+    return out
+
+
+def _arrow_schema(frame: Any) -> Any:
+    """The Parquet column types of an output frame; columns of unknown type (no row) as text."""
+    import pyarrow as pa
+
+    schema = pa.Schema.from_pandas(frame, preserve_index=False)
+    return pa.schema(
+        [pa.field(f.name, pa.string()) if pa.types.is_null(f.type) else f for f in schema]
+    )
 
 
 def _score_columns(flat: np.ndarray, names: Sequence[str]) -> dict[str, np.ndarray]:
@@ -1294,6 +1697,67 @@ def _infer_input_schema(example: Any, preprocess: Sequence[Any], model: Any) -> 
         closed_categories=rules.closed_categories or None,
         infinity_refused=infinity,
     )
+
+
+def _image_input(value: Any) -> ImageInput:
+    if isinstance(value, ImageInput):
+        return value
+    if hasattr(value, "element_spec"):
+        return ImageInput.from_dataset(value)
+    raise TypeError(
+        f"image must be a bundle.ImageInput or the tf.data.Dataset image_dataset_from_directory "
+        f"made; got {type(value).__name__}."
+    )
+
+
+def _with_image(schema: InputSchema | None, image: Any) -> InputSchema:
+    """`schema` reading image sources as `image` records (per input name for a dict)."""
+    if isinstance(image, Mapping):
+        if not isinstance(schema, MultiInputSchema):
+            raise UsageError(
+                "image= is a dict of model input names, but the model has one input: pass "
+                "the ImageInput (or dataset) itself."
+            )
+        unknown = sorted(set(image) - set(schema.inputs))
+        if unknown:
+            raise UsageError(
+                f"image= names {', '.join(map(repr, unknown))}, which the model does not have; "
+                f"its inputs: {', '.join(map(repr, schema.inputs))}."
+            )
+        inputs = dict(schema.inputs)
+        for name, value in image.items():
+            inputs[name] = _image_schema_of(inputs[name], _image_input(value), f"Input {name!r}")
+        return MultiInputSchema(inputs)
+    if isinstance(schema, MultiInputSchema):
+        raise UsageError(
+            f"The model has {len(schema.inputs)} inputs ({', '.join(schema.inputs)}): pass "
+            "image={input name: ImageInput} for the image input(s)."
+        )
+    return _image_schema_of(schema, _image_input(image), "The model input")
+
+
+def _image_schema_of(schema: InputSchema | None, image: ImageInput, subject: str) -> ImageSchema:
+    if schema is None:
+        schema = ArraySchema(shape=image.shape, dtype=image.dtype, value_kind="float")
+    if not isinstance(schema, ArraySchema):
+        raise UsageError(
+            f"{subject} is tabular (named columns); image= describes an array input that "
+            "images are decoded into."
+        )
+    return ImageSchema.wrap(schema, image)
+
+
+def _dataset_example(image: Any) -> np.ndarray | None:
+    """The first decoded training images of a dataset, as the input example (else None)."""
+    if not hasattr(image, "element_spec") or not hasattr(image, "take"):
+        return None
+    element = next(iter(image.take(1)), None)
+    if element is None:
+        return None
+    images = np.asarray(element[0] if isinstance(element, tuple) else element)
+    if images.ndim == 3:  # an unbatched dataset: one image
+        images = images[np.newaxis]
+    return images[:DATASET_EXAMPLE_ROWS]
 
 
 def _model_input_names(model: Any) -> list[str] | None:

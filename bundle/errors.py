@@ -4,6 +4,7 @@ Every error raised on purpose by the package derives from `BundleError`::
 
     BundleError
      +- SchemaError (also ValueError)   input does not match what training saw
+     |   +- ImageError                  an image file cannot be read as training read it
      +- StepError                       a step failed on input that passed validation
      +- ModelError                      Keras could not save, load, describe or run the model
      |   +- BackendError                the model's code needs another Keras backend
@@ -50,6 +51,7 @@ __all__ = [
     "EnvironmentMismatchWarning",
     "ExportError",
     "ExtraColumnsWarning",
+    "ImageError",
     "IntegrityError",
     "ManifestError",
     "MissingDependencyError",
@@ -97,6 +99,34 @@ class SchemaError(BundleError, ValueError):
         super().__init__(message)
         self.problems = list(problems) or [message]
         self.column = column
+
+
+class ImageError(SchemaError):
+    """An image source cannot be read as training read its images (the file is named).
+
+    Raised for an unreadable, empty, truncated or non-image file, and for a file the
+    recorded loader would not read faithfully (a 16-bit PNG where PIL clips to 8 bits).
+
+    Attributes:
+        source: the path or URL of the first such file (``"bytes[3]"`` for the 4th
+            in-memory image, ``"image[3]"`` for a PIL image).
+        reason: why it cannot be read, in a few words.
+        failures: ``(source, reason)`` for every refused image, in input order.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        source: str,
+        reason: str,
+        failures: Sequence[tuple[str, str]] = (),
+        problems: Sequence[str] = (),
+    ):
+        super().__init__(message, problems=problems, column=None)
+        self.source = source
+        self.reason = reason
+        self.failures = list(failures) or [(source, reason)]
 
 
 class StepError(BundleError):

@@ -344,3 +344,102 @@ def install_distribution(target: Path, name: str, files: dict[str, str]) -> Path
         capture_output=True,
     )
     return target
+
+
+# ---------------------------------------------------------------------------- image files
+def _gradient(rng: np.random.Generator, height: int, width: int, channels: int) -> np.ndarray:
+    """A smooth image with noise: resizing it exercises interpolation, unlike pure noise."""
+    y, x = np.mgrid[0:height, 0:width]
+    planes = [(x * 255 // width + c * 60 + (y * 3) % 50) % 256 for c in range(channels)]
+    noisy = np.stack(planes, -1) + rng.integers(0, 30, (height, width, channels))
+    return noisy.clip(0, 255).astype(np.uint8)
+
+
+def write_image_kinds(folder: Path, seed: int = SEED) -> dict[str, Path]:
+    """One file of each kind training folders hold: JPEG, PNG (8 and 16 bit), grayscale,
+    RGBA, palette, BMP and GIF, each of another size and aspect ratio."""
+    import tensorflow as tf
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    files = {
+        "jpeg": folder / "a_rgb.jpg",
+        "png": folder / "b_rgb.png",
+        "gray_png": folder / "c_gray.png",
+        "gray_jpeg": folder / "d_gray.jpg",
+        "rgba": folder / "e_rgba.png",
+        "palette": folder / "f_palette.png",
+        "png16": folder / "g_rgb16.png",
+        "gray16": folder / "h_gray16.png",
+        "bmp": folder / "i_rgb.bmp",
+        "gif": folder / "j_rgb.gif",
+    }
+    Image.fromarray(_gradient(rng, 50, 70, 3)).save(files["jpeg"], quality=85)
+    Image.fromarray(_gradient(rng, 61, 43, 3)).save(files["png"])
+    Image.fromarray(_gradient(rng, 40, 40, 1)[..., 0]).save(files["gray_png"])
+    Image.fromarray(_gradient(rng, 33, 57, 1)[..., 0]).save(files["gray_jpeg"], quality=90)
+    Image.fromarray(_gradient(rng, 45, 30, 4)).save(files["rgba"])
+    palette = Image.fromarray(_gradient(rng, 37, 52, 3)).convert(
+        "P", palette=Image.Palette.ADAPTIVE
+    )
+    palette.save(files["palette"])
+    deep = _gradient(rng, 29, 41, 3).astype(np.uint16) * 257 + rng.integers(0, 200, (29, 41, 3))
+    files["png16"].write_bytes(tf.io.encode_png(tf.constant(deep.astype(np.uint16))).numpy())
+    gray = _gradient(rng, 29, 41, 1).astype(np.uint16) * 257
+    files["gray16"].write_bytes(tf.io.encode_png(tf.constant(gray)).numpy())
+    Image.fromarray(_gradient(rng, 30, 20, 3)).save(files["bmp"])
+    Image.fromarray(_gradient(rng, 30, 20, 3)).save(files["gif"])
+    return files
+
+
+@pytest.fixture(scope="session")
+def image_kinds(tmp_path_factory) -> dict[str, Path]:
+    """{kind: path} of one image file of each kind (see `write_image_kinds`)."""
+    return write_image_kinds(tmp_path_factory.mktemp("kinds"))
+
+
+@pytest.fixture(scope="session")
+def pets_folder(tmp_path_factory) -> Path:
+    """A training folder of two classes, 12 JPEG and PNG files of assorted sizes each."""
+    from PIL import Image
+
+    rng = np.random.default_rng(SEED)
+    root = tmp_path_factory.mktemp("pets") / "train"
+    for label, shift in (("cat", 0), ("dog", 90)):
+        (root / label).mkdir(parents=True)
+        for i in range(12):
+            pixels = (_gradient(rng, 30 + i, 40 - i, 3).astype(int) + shift) % 256
+            suffix = "jpg" if i % 2 else "png"
+            Image.fromarray(pixels.astype(np.uint8)).save(root / label / f"{i:02d}.{suffix}")
+    return root
+
+
+@pytest.fixture(scope="session")
+def pets_bundle(tmp_path_factory, pets_folder):
+    """A conv net trained on `pets_folder` read by image_dataset_from_directory, saved with
+    image=<that dataset> and a LabelEncoder of its class names: (version dir, model)."""
+    import keras
+    from sklearn.preprocessing import LabelEncoder
+
+    from bundle import Bundle
+
+    keras.utils.set_random_seed(SEED)
+    dataset = keras.utils.image_dataset_from_directory(
+        pets_folder, image_size=(16, 16), batch_size=8, seed=SEED, verbose=False
+    )
+    model = keras.Sequential(
+        [
+            keras.Input((16, 16, 3)),
+            keras.layers.Rescaling(1 / 255),
+            keras.layers.Conv2D(4, 3, activation="relu"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(2, activation="softmax"),
+        ]
+    )
+    model.compile("adam", loss="sparse_categorical_crossentropy")
+    model.fit(dataset, epochs=2, verbose=0)
+    labels = LabelEncoder().fit(dataset.class_names)
+    root = tmp_path_factory.mktemp("pets-models") / "pets"
+    saved = Bundle(model, image=dataset, postprocess=labels, name="pets", version="1").save(root)
+    return saved, model

@@ -30,6 +30,8 @@ PUBLIC = [
     "ExportError",
     "ExtraColumnsWarning",
     "GcReport",
+    "ImageError",
+    "ImageInput",
     "InputSchema",
     "IntegrityError",
     "Leftover",
@@ -69,7 +71,7 @@ RANKS = {
     "errors": 0,
     "format": 1,  # the on-disk format: layout, manifest, hashes, trust, environment, golden
     "contract": 1,  # the input contract
-    "fileio": 1,  # prediction files read and written in batches
+    "fileio": 1,  # prediction files read and written in batches; image files decoded
     "steps": 2,  # scikit-learn steps: storage, replay, rules
     "model": 2,  # Keras: save/load, signature, custom objects, the compiled forward pass
     "storage": 2,  # where bundles live: roots, object storage, archives, locating
@@ -124,6 +126,7 @@ def test_public_errors_are_the_ones_in_errors_module():
 ERROR_TREE = {
     "BundleError": (Exception,),
     "SchemaError": ("BundleError", ValueError),
+    "ImageError": ("SchemaError",),
     "StepError": ("BundleError",),
     "ModelError": ("BundleError",),
     "BackendError": ("ModelError",),

@@ -10,6 +10,7 @@ listing every problem it found before anything downstream sees the data. Canonic
 - tabular: a DataFrame with exactly the training columns, in training order, each in its
   training dtype, with the missing-value sentinel training used (NaN or None);
 - array: an ndarray of shape ``(n, *per_sample_shape)`` in the training dtype;
+- image: as array; image sources are first decoded by the recorded loader (`ImageInput`);
 - multi: a dict ``{model input name: canonical form of that input}``.
 
 Accepted raw forms
@@ -24,6 +25,9 @@ Accepted raw forms
 | tabular | 1-D ndarray or list as wide as the table  | one row, columns by position        |
 | array   | ndarray, (nested) list, scalar            | as an array                         |
 | array   | DataFrame or Series (1-D samples only)    | to_numpy(), columns by position     |
+| image   | any array form above                      | as an array                         |
+| image   | path, URL, glob, folder, encoded bytes,   | decoded as training's loader read   |
+|         | PIL image, or a list of them              | them (`bundle.fileio.images`)       |
 | multi   | dict of model input name -> any of above  | each input by its own schema        |
 
 Empty input (0 rows) gives an empty canonical result with the training columns or shape.
@@ -86,6 +90,7 @@ from .arrays import ArraySchema
 from .base import InputSchema
 from .columns import ColumnSpec
 from .dtypes import ALL_ARRAYS, KINDS, MAX_CATEGORIES
+from .images import ImageInput, ImageSchema, is_image_source
 from .infer import infer_schema, schema_from_hints
 from .multi import MultiInputSchema
 from .rows import concat_rows, n_rows, slice_rows
@@ -97,11 +102,14 @@ __all__ = [
     "MAX_CATEGORIES",
     "ArraySchema",
     "ColumnSpec",
+    "ImageInput",
+    "ImageSchema",
     "InputSchema",
     "MultiInputSchema",
     "TabularSchema",
     "concat_rows",
     "infer_schema",
+    "is_image_source",
     "n_rows",
     "schema_from_hints",
     "slice_rows",

@@ -183,9 +183,12 @@ class BatchWriter:
     every batch was written: an interrupted run never leaves a truncated output file.
     """
 
-    def __init__(self, path: str | Path, *, fmt: str):
+    def __init__(self, path: str | Path, *, fmt: str, schema: Any = None):
         self.path = Path(path)
         self.fmt = fmt
+        # A pyarrow schema for Parquet: every batch is written with these column types, so
+        # a batch whose column is all missing (null) still matches the others.
+        self.schema = schema
         self._tmp = self.path.with_name(f".{self.path.name}.partial-{os.getpid()}")
         self._writer: Any = None
         self._handle: Any = None
@@ -197,7 +200,7 @@ class BatchWriter:
         if self.fmt == "parquet":
             import pyarrow.parquet as pq
 
-            table = pa.Table.from_pandas(frame, preserve_index=False)
+            table = pa.Table.from_pandas(frame, schema=self.schema, preserve_index=False)
             if self._writer is None:
                 self._writer = pq.ParquetWriter(self._tmp, table.schema)
             self._writer.write_table(table)
