@@ -14,7 +14,7 @@ $(PY):
 
 # Re-install only when the project definition changes.
 $(VENV)/.installed: pyproject.toml | $(PY)
-	$(PIP) install --quiet -e '.[cpu,dev,serve,spark]'
+	$(PIP) install --quiet -e '.[cpu,dev,serve,spark,images]'
 	touch $@
 
 demo: $(VENV)/.installed
@@ -39,7 +39,7 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff format --check bundle tests examples benchmarks
 
 $(VENV)/.installed-bench: pyproject.toml $(VENV)/.installed
-	$(PIP) install --quiet -e '.[cpu,dev,serve,spark,bench]'
+	$(PIP) install --quiet -e '.[cpu,dev,serve,spark,images,bench]'
 	touch $@
 
 # PyTorch too: the backends benchmark measures every Keras backend installed.

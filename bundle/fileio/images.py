@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from ..contract.images import IMAGE_READERS, ImageInput, is_pil_image
-from ..errors import ImageError, SchemaError, UsageError, bullet_list
+from ..errors import ImageError, MissingDependencyError, SchemaError, UsageError, bullet_list
 
 # image_dataset_from_directory's allowlist (keras.src.utils.image_dataset_utils).
 IMAGE_SUFFIXES = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
@@ -356,12 +356,24 @@ def _png_of(picture: Any) -> bytes:
 
 
 # ------------------------------------------------------------------ PIL
-def _pil_decode(data: bytes, image: ImageInput) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
+def _pil() -> Any:
+    try:
+        import PIL.Image
+    except ImportError as exc:
+        raise MissingDependencyError(
+            "This bundle reads images with PIL, as keras.utils.load_img did in training, and "
+            "Pillow is not installed. Install it with: pip install 'keras-bundle[images]'",
+            package="pillow",
+            extra="images",
+        ) from exc
+    return PIL.Image
 
+
+def _pil_decode(data: bytes, image: ImageInput) -> np.ndarray:
+    Image = _pil()
     try:
         picture = Image.open(io.BytesIO(data))
-    except UnidentifiedImageError as exc:
+    except Image.UnidentifiedImageError as exc:
         raise _Unreadable("not an image PIL can identify") from exc
     return _pil_pipeline(picture, image)
 
@@ -401,8 +413,7 @@ def _pil_pipeline(picture: Any, image: ImageInput) -> np.ndarray:
 
 
 def _pil_resize(picture: Any, image: ImageInput) -> Any:
-    from PIL import Image
-
+    Image = _pil()
     height, width = image.size  # type: ignore[misc]
     if picture.size == (width, height):
         return picture

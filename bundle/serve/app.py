@@ -308,6 +308,8 @@ async def _predict_request(request: Request, server: Service, arrival: Arrival) 
         raise RequestError(400, '"strict" must be true or false.', kind="request")
     if key == "records" and not all(isinstance(row, Mapping) for row in raw):
         raise RequestError(400, '"records" must be a list of objects, one per row.', kind="request")
+    if key == "instances":
+        raw = server.served.raw_from_instances(raw)
     predictions, _, rows = await server.predict(
         raw, strict=strict, with_scores=False, arrival=arrival
     )

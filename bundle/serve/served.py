@@ -1,7 +1,16 @@
-"""The served bundle as the protocol sees it: input and output tensors, and a warm-up row."""
+"""The served bundle as the protocol sees it: input and output tensors, and a warm-up row.
+
+Image bundles take encoded images (JPEG, PNG, ...) as a ``BYTES`` tensor: raw bytes in the
+binary extension or gRPC, base64 text in JSON (``{"b64": "..."}`` objects too, on
+``/predict``), decoded by the bundle exactly as training read its files. Decoded arrays
+(``FP32``/``UINT8`` tensors with the batch axis) are accepted as before. A string is never
+read as a path: a server does not open files for its clients.
+"""
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -151,7 +160,10 @@ class Served:
                         if key.startswith(prefix)
                     }
                 elif name in tensors:
-                    raw[name] = tensors[name]
+                    array = tensors[name]
+                    if sub.get("kind") == "image" and array.dtype == object:
+                        array = encoded_images(array.reshape(-1), name)
+                    raw[name] = array
             known = {t.name for t in self.inputs}
             extra = sorted(set(tensors) - known)
             if extra:
@@ -167,12 +179,25 @@ class Served:
                 f"{', '.join(map(repr, sorted(tensors)))}."
             )
         ((name, array),) = tensors.items()
+        if self.takes_images and array.dtype == object:
+            return encoded_images(array.reshape(-1) if array.ndim == 2 else array, name)
         if array.ndim == 0:
             raise SchemaError(
                 f"Input {name!r} has shape [], but model {self.name!r} takes a batch of "
                 f"samples: shape {self.inputs[0].shape} with the batch axis first."
             )
         return array
+
+    @property
+    def takes_images(self) -> bool:
+        """Whether the bundle reads encoded images (its contract records an image loader)."""
+        return (self.schema_dict or {}).get("kind") == "image"
+
+    def raw_from_instances(self, instances: list[Any]) -> Any:
+        """``/predict`` instances as raw input: base64 images (or ``{"b64": ...}``) as bytes."""
+        if self.takes_images and instances and all(_is_encoded(item) for item in instances):
+            return encoded_images(instances, "instances")
+        return instances
 
     def metadata(self) -> dict[str, Any]:
         return {
@@ -233,9 +258,43 @@ def _input_tensors(schema: Mapping[str, Any] | None, model_inputs: list[dict]) -
                 tensor_name = name if sub.get("kind") != "tabular" else f"{name}.{tensor.name}"
                 tensors.append(Tensor(tensor_name, tensor.datatype, tensor.shape))
         return tensors
+    if kind == "image":  # encoded images, one per element (decoded arrays pass too)
+        return [Tensor("input", "BYTES", [-1])]
     dtype = schema.get("dtype")
     datatype = datatype_of(np.dtype(dtype)) if dtype else "BYTES"
     return [Tensor("input", datatype, [-1, *_dims(list(schema.get("shape", [])))])]
+
+
+def _is_encoded(item: Any) -> bool:
+    return isinstance(item, (str, bytes)) or (
+        isinstance(item, Mapping) and set(item) == {"b64"} and isinstance(item["b64"], str)
+    )
+
+
+def encoded_images(values: Any, name: str) -> list[bytes]:
+    """Encoded images from a BYTES tensor or JSON: raw bytes as they are, text as base64.
+
+    The binary extension and gRPC carry raw bytes; the protocol layer hands over those that
+    happen to be valid UTF-8 as text, which is restored when it is not base64.
+    """
+    images = []
+    for position, value in enumerate(values):
+        if isinstance(value, Mapping):
+            value = value.get("b64")
+        if isinstance(value, bytes):
+            images.append(value)
+            continue
+        if not isinstance(value, str):
+            raise SchemaError(
+                f"Input {name!r}, element {position}: an encoded image is bytes or base64 "
+                f"text, not {type(value).__name__}.",
+                column=name,
+            )
+        try:
+            images.append(base64.b64decode(value, validate=True))
+        except (binascii.Error, ValueError):
+            images.append(value.encode("utf-8", "surrogateescape"))
+    return images
 
 
 def _column(name: str, array: np.ndarray) -> np.ndarray:
