@@ -43,6 +43,13 @@ actions); its text holds the worker's traceback, which ends with::
 
     bundle.errors.SchemaError: Row 730 of Spark partition 1 does not match the input ...
 
+Images: a bundle that records how training read image files scores a DataFrame of encoded
+images, as ``spark.read.format("binaryFile")`` gives them (``path``, ``content``), or a
+column of paths or URLs that the executors read. Each batch's images decode on the task's
+cores while the model runs, exactly as in ``Bundle.predict``. An image that cannot be read
+is recorded (``error`` column, null outputs), skipped, or fails the task naming its path,
+as `on_error` says.
+
 Example:
     >>> from pyspark.sql.functions import struct
     >>> from bundle.spark import predict_udf, score
@@ -65,7 +72,7 @@ from typing import Any
 
 import numpy as np
 
-from bundle import Bundle, BundleError, SchemaError
+from bundle import Bundle, BundleError, ImageError, SchemaError
 from bundle.contract import concat_rows, slice_rows
 from bundle.errors import StorageError, UsageError
 from bundle.format import hash_file
@@ -83,6 +90,9 @@ __all__ = [
 DEFAULT_BATCH_SIZE = 10_000  # rows per model call in `score` (Arrow's default batch too)
 LABEL_COLUMN = "prediction"
 RESULTS = ("labels", "scores")
+ON_ERROR = ("raise", "skip", "record")
+ERROR_COLUMN = "error"
+IMAGE_COLUMNS = ("content", "path")  # binaryFile's columns, in order of preference
 
 # One bundle per (location, version, trusted, archive sha256) per Python process: a Spark
 # Python worker serves many tasks, and loading (TensorFlow, model build, trace) takes seconds.
@@ -103,9 +113,14 @@ def predict_udf(
     trusted: bool = False,
     version: str | None = None,
     loads: Any = None,
+    on_error: str = "raise",
     **storage_options: Any,
 ) -> Callable[..., Any]:
     """A pandas UDF that scores rows with a bundle: ``udf(struct(*cols))`` or ``udf(*cols)``.
+
+    For an image bundle, ``udf(col("content"))`` scores encoded images (a binary column)
+    and ``udf(col("path"))`` images the executors read from paths or URLs; with
+    ``on_error="record"`` an unreadable image gives null instead of failing the task.
 
     The UDF takes the bundle's input columns, by name, in any order; extra columns are
     ignored (with one `ExtraColumnsWarning` per worker). Rows are scored in Spark's Arrow
@@ -140,6 +155,11 @@ def predict_udf(
 
     if result not in RESULTS:
         raise ValueError(f"result must be one of {', '.join(map(repr, RESULTS))}; got {result!r}.")
+    if on_error not in ("raise", "record"):
+        raise ValueError(
+            f"on_error must be 'raise' or 'record' for a UDF (one result per row); got "
+            f"{on_error!r}."
+        )
     source, loaded = _prepare_source(spark, path_or_url, version, trusted, storage_options)
     outputs = _Outputs.of(loaded)
     if result == "labels" and outputs.label_kind is None:
@@ -153,6 +173,8 @@ def predict_udf(
         result=result,
         outputs=outputs,
         loads=loads,
+        image=_reads_images(loaded),
+        on_error=on_error,
     )
 
     def predict(batches):  # pickled by value: it reaches the module cache through _run_udf
@@ -184,6 +206,8 @@ def score(
     trusted: bool = False,
     version: str | None = None,
     loads: Any = None,
+    image_column: str | None = None,
+    on_error: str = "record",
     **storage_options: Any,
 ) -> Any:
     """Score a DataFrame: the `id_cols`, a ``prediction`` column and one ``score_<class>`` each.
@@ -198,8 +222,16 @@ def score(
         df: the input ``pyspark.sql.DataFrame``; it must hold every input column.
         path_or_url: as for `predict_udf`.
         id_cols: columns copied to the output, e.g. ``["customer_id"]``.
-        batch_size: rows per model call (Arrow batches are merged or split to it).
+        batch_size: rows per model call (Arrow batches are merged or split to it); for
+            images, each Arrow batch is decoded and scored in model batches of about
+            16 MiB of input instead.
         trusted, version, loads, storage_options: as for `predict_udf`.
+        image_column: for an image bundle, the column of encoded images (binary) or of
+            paths and URLs (string); default ``content``, else ``path`` (the columns of
+            ``spark.read.format("binaryFile")``). `id_cols` defaults to ``["path"]`` then.
+        on_error: for an image bundle, an image that cannot be read: ``"record"`` (default:
+            null outputs and the reason in an ``error`` column), ``"skip"`` (no row), or
+            ``"raise"`` (the task fails with an `ImageError` naming it).
 
     Returns:
         A DataFrame, one row per input row (lazy, like every transformation).
@@ -214,13 +246,24 @@ def score(
     """
     if int(batch_size) < 1:
         raise ValueError(f"batch_size must be a positive number of rows; got {batch_size}.")
+    if on_error not in ON_ERROR:
+        raise ValueError(
+            f"on_error must be one of {', '.join(map(repr, ON_ERROR))}; got {on_error!r}."
+        )
     spark = df.sparkSession
     source, loaded = _prepare_source(spark, path_or_url, version, trusted, storage_options)
     outputs = _Outputs.of(loaded)
-    features = _input_columns(loaded)
     ids = [id_cols] if isinstance(id_cols, str) else list(id_cols)
+    image = _reads_images(loaded)
+    if image:
+        features = [_image_column(df.columns, image_column, loaded.manifest.label)]
+        if not ids and "path" in df.columns:
+            ids = ["path"]
+    else:
+        features = _input_columns(loaded)
     _check_columns(df.columns, features, ids, loaded.manifest.label)
-    taken = set(outputs.names())
+    record = image and on_error == "record"
+    taken = set(outputs.names()) | ({ERROR_COLUMN} if record else set())
     clashes = [column for column in ids if column in taken]
     if clashes:
         raise ValueError(
@@ -236,8 +279,10 @@ def score(
         batch_size=int(batch_size),
         outputs=outputs,
         loads=loads,
+        image=image,
+        on_error=on_error,
     )
-    schema = _score_schema(df.select(*ids).schema if ids else None, outputs)
+    schema = _score_schema(df.select(*ids).schema if ids else None, outputs, record=record)
     return df.select(*selected).mapInPandas(functools.partial(_run_score, job), schema)
 
 
@@ -641,10 +686,11 @@ class _Outputs:
     def of(cls, loaded: Bundle) -> _Outputs:
         manifest = loaded.manifest
         schema = loaded.input_schema
-        if schema is None or "columns" not in schema.to_dict():
+        if schema is None or ("columns" not in schema.to_dict() and schema.kind != "image"):
             raise UsageError(
                 f"{manifest.label.capitalize()} takes array input, not named columns: Spark "
-                "scoring needs a tabular bundle (one saved with a DataFrame input_example)."
+                "scores a tabular bundle (one saved with a DataFrame input_example) or an "
+                "image bundle (one saved with image=...)."
             )
         outputs = manifest.model["outputs"]
         if len(outputs) != 1:
@@ -718,20 +764,45 @@ def _label_kind(classes: np.ndarray) -> str:
     return "U"  # strings, and objects shown as strings
 
 
-def _score_schema(id_schema: Any, outputs: _Outputs) -> Any:
+def _score_schema(id_schema: Any, outputs: _Outputs, *, record: bool = False) -> Any:
+    """The output columns; with `record`, outputs may be null and ``error`` says why."""
     from pyspark.sql import types as T
 
     fields = list(id_schema.fields) if id_schema is not None else []
     if outputs.label_kind:
-        fields.append(T.StructField(LABEL_COLUMN, outputs.label_spark_type(), nullable=False))
+        fields.append(T.StructField(LABEL_COLUMN, outputs.label_spark_type(), nullable=record))
     score_type = outputs.score_spark_type()
-    fields += [T.StructField(name, score_type, nullable=False) for name in outputs.score_names]
+    fields += [T.StructField(name, score_type, nullable=record) for name in outputs.score_names]
+    if record:
+        fields.append(T.StructField(ERROR_COLUMN, T.StringType(), nullable=True))
     return T.StructType(fields)
+
+
+def _reads_images(loaded: Bundle) -> bool:
+    schema = loaded.input_schema
+    return schema is not None and schema.kind == "image"
+
+
+def _image_column(columns: Sequence[str], chosen: str | None, label: str) -> str:
+    if chosen is not None:
+        return chosen
+    found = next((name for name in IMAGE_COLUMNS if name in columns), None)
+    if found is None:
+        raise SchemaError(
+            f"{label.capitalize()} reads images, but the DataFrame has neither a 'content' "
+            f"column (encoded images) nor a 'path' column; its columns are:\n"
+            f"{_listed(list(columns))}\nRead the files with spark.read.format('binaryFile'), "
+            "or pass image_column='<column of bytes or paths>'.",
+            column="content",
+        )
+    return found
 
 
 def _input_columns(loaded: Bundle) -> list[str]:
     schema = loaded.input_schema
-    return [str(column["name"]) for column in schema.to_dict()["columns"]] if schema else []
+    if schema is None or schema.kind != "tabular":
+        return []  # an image bundle reads one column, chosen by the caller
+    return [str(column["name"]) for column in schema.to_dict()["columns"]]
 
 
 def _check_columns(
@@ -776,6 +847,8 @@ class _UdfJob:
     result: str
     outputs: _Outputs
     loads: Any = None
+    image: bool = False
+    on_error: str = "raise"
 
 
 @dataclass(frozen=True)
@@ -786,6 +859,8 @@ class _ScoreJob:
     batch_size: int
     outputs: _Outputs
     loads: Any = None
+    image: bool = False
+    on_error: str = "raise"
 
 
 def _run_udf(job: _UdfJob, batches: Iterable[Any]) -> Iterator[Any]:
@@ -797,6 +872,9 @@ def _run_udf(job: _UdfJob, batches: Iterable[Any]) -> Iterator[Any]:
     import pandas as pd
 
     loaded = _cached(job.source, job.loads)
+    if job.image:
+        yield from _run_image_udf(job, loaded, batches)
+        return
     where = _Partition(loaded)
     labels = job.result == "labels"
     for batch in batches:
@@ -815,6 +893,9 @@ def _run_score(job: _ScoreJob, frames: Iterable[Any]) -> Iterator[Any]:
     import pandas as pd
 
     loaded = _cached(job.source, job.loads)
+    if job.image:
+        yield from _run_image_score(job, loaded, frames)
+        return
     where = _Partition(loaded)
     features = list(job.columns)
     for frame in _rebatch(frames, job.batch_size):
@@ -831,6 +912,119 @@ def _run_score(job: _ScoreJob, frames: Iterable[Any]) -> Iterator[Any]:
         for i, name in enumerate(job.outputs.score_names):
             out[name] = flat[:, i]
         yield out
+
+
+# --------------------------------------------------------------------------- images
+
+
+@dataclass
+class _ImageScores:
+    """One batch of images scored: scores of every row (NaN where unreadable), which were
+    read, and why the others were not."""
+
+    scores: np.ndarray
+    ok: np.ndarray
+    errors: np.ndarray
+
+
+def _score_images(loaded: Bundle, values: Any, outputs: _Outputs) -> _ImageScores:
+    """Decode and score a column of encoded images or paths, on the task's cores."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # unreadable images are reported per row instead
+        table = loaded.predict(
+            values.reset_index(drop=True),
+            on_error="record",
+            postprocess=False,
+            workers=_task_cores(),
+        )
+    errors = table[ERROR_COLUMN].to_numpy(dtype=object)
+    ok = np.array([error is None or error != error for error in errors], dtype=bool)
+    columns = [name for name in table.columns if name not in ("index", "path", ERROR_COLUMN)]
+    scores = table[columns].to_numpy(dtype=outputs.score_dtype)
+    return _ImageScores(scores, ok, np.where(ok, None, errors))
+
+
+def _task_cores() -> int | None:
+    """Decoding threads in a Spark task: its cores (set by `_size_threads_to_task`)."""
+    cores = os.environ.get("TF_NUM_INTRAOP_THREADS")
+    return int(cores) if cores and cores.isdigit() else None
+
+
+def _refuse_unreadable(scored: _ImageScores, frame: Any, column: str, seen: int) -> None:
+    """With ``on_error="raise"``: an `ImageError` naming the first unreadable image's path."""
+    if scored.ok.all():
+        return
+    from pyspark import TaskContext
+
+    index = int(np.flatnonzero(~scored.ok)[0])
+    reason = str(scored.errors[index])
+    context = TaskContext.get()
+    where = f"row {seen + index} of Spark partition {context.partitionId() if context else 0}"
+    name_column = "path" if "path" in frame.columns else column
+    value = frame[name_column].iloc[index]
+    source = value if isinstance(value, str) else where
+    raise ImageError(
+        f"Cannot read image {source} ({where}): {reason}.\n"
+        "Fix or remove the file; to score the others, pass on_error='record' or 'skip'.",
+        source=source,
+        reason=reason,
+    )
+
+
+def _labels_of(loaded: Bundle, scored: _ImageScores, outputs: _Outputs, rows: Any) -> Any:
+    """The labels of the rows selected by `rows`, null where the image was not read."""
+    import pandas as pd
+
+    labels = np.full(len(scored.ok), None, dtype=object)
+    if scored.ok.any():
+        decoded = outputs.label_values(loaded.decode(scored.scores[scored.ok]))
+        labels[np.flatnonzero(scored.ok)] = list(decoded)
+    return pd.Series(labels[rows], dtype=object)
+
+
+def _run_image_score(job: _ScoreJob, loaded: Bundle, frames: Iterable[Any]) -> Iterator[Any]:
+    """``mapInPandas`` for images: each Arrow batch decoded and scored as it comes."""
+    import pandas as pd
+
+    column = job.columns[0]
+    seen = 0
+    for frame in frames:
+        if len(frame) == 0:
+            continue
+        frame = frame.reset_index(drop=True)
+        scored = _score_images(loaded, frame[column], job.outputs)
+        if job.on_error == "raise":
+            _refuse_unreadable(scored, frame, column, seen)
+        rows = scored.ok if job.on_error == "skip" else np.ones(len(frame), dtype=bool)
+        out = pd.DataFrame({c: frame[c].to_numpy()[rows] for c in job.ids})
+        if job.outputs.label_kind:
+            out[LABEL_COLUMN] = _labels_of(loaded, scored, job.outputs, rows).to_numpy()
+        for i, name in enumerate(job.outputs.score_names):
+            out[name] = scored.scores[rows, i]
+        if job.on_error == "record":
+            out[ERROR_COLUMN] = scored.errors
+        seen += len(frame)
+        yield out
+
+
+def _run_image_udf(job: _UdfJob, loaded: Bundle, batches: Iterable[Any]) -> Iterator[Any]:
+    import pandas as pd
+
+    seen = 0
+    for batch in batches:
+        values = batch if isinstance(batch, pd.Series) else batch.iloc[:, 0]
+        scored = _score_images(loaded, values, job.outputs)
+        if job.on_error == "raise":
+            _refuse_unreadable(scored, values.to_frame("value"), "value", seen)
+        seen += len(values)
+        if job.result == "labels":
+            yield _labels_of(loaded, scored, job.outputs, slice(None))
+        else:
+            yield pd.Series(
+                [row if good else None for row, good in zip(scored.scores, scored.ok, strict=True)]
+            )
 
 
 def _as_frame(batch: Any, columns: Sequence[str]) -> Any:

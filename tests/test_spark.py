@@ -452,3 +452,94 @@ def test_a_bundle_with_a_pickled_loss_scores_on_spark_without_trust(spark, tmp_p
         udf = predict_udf(spark, path, result="scores")
         got = spark.createDataFrame(frame).select(udf(struct("a", "b", "c")).alias("s")).toPandas()
     np.testing.assert_allclose(np.stack(got["s"].to_numpy()), expected, rtol=0, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- images
+
+
+@pytest.fixture(scope="module")
+def scans(pets_folder, tmp_path_factory):
+    """The pets training folder plus a truncated JPEG and a text file named .png."""
+    folder = tmp_path_factory.mktemp("scans") / "scans"
+    shutil.copytree(pets_folder, folder)
+    good = (folder / "cat" / "01.jpg").read_bytes()
+    (folder / "cat" / "05b.jpg").write_bytes(good[: len(good) // 3])
+    (folder / "dog" / "03b.png").write_text("not an image")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def pets_expected(pets_bundle, pets_folder):
+    """{path: (label, scores)} from Bundle.predict in this process."""
+    loaded = Bundle.load(pets_bundle[0])
+    frame = loaded.predict(pets_folder, on_error="record", postprocess=False)
+    labels = loaded.decode(frame[["score_cat", "score_dog"]].to_numpy())
+    return {
+        Path(path).relative_to(pets_folder).as_posix(): (label, scores)
+        for path, label, scores in zip(
+            frame["path"], labels, frame[["score_cat", "score_dog"]].to_numpy(), strict=True
+        )
+    }
+
+
+def _relative(path: str, folder: Path) -> str:
+    return Path(path.removeprefix("file:")).relative_to(folder).as_posix()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("column", ["content", "path"])
+def test_score_reads_a_binary_file_dataframe(spark, pets_bundle, scans, pets_expected, column):
+    from bundle.spark import score
+
+    files = spark.read.format("binaryFile").option("recursiveFileLookup", "true").load(str(scans))
+    if column == "path":  # the executors read the files themselves
+        files = files.select("path")
+    scored = score(files, pets_bundle[0]).toPandas()
+    assert list(scored.columns) == ["path", "prediction", "score_cat", "score_dog", "error"]
+    assert len(scored) == 26
+    bad = scored[scored["error"].notna()]
+    assert sorted(_relative(p, scans) for p in bad["path"]) == ["cat/05b.jpg", "dog/03b.png"]
+    assert bad["prediction"].isna().all() and bad["score_cat"].isna().all()
+    good = scored[scored["error"].isna()]
+    for path, label, cat, dog in good[["path", "prediction", "score_cat", "score_dog"]].itertuples(
+        index=False
+    ):
+        expected_label, expected_scores = pets_expected[_relative(path, scans)]
+        assert label == expected_label
+        np.testing.assert_allclose([cat, dog], expected_scores, atol=1e-6)
+    skipped = score(files, pets_bundle[0], on_error="skip").toPandas()
+    assert len(skipped) == 24 and "error" not in skipped.columns
+
+
+@pytest.mark.slow
+def test_an_unreadable_image_fails_the_task_naming_it(spark, pets_bundle, scans):
+    from bundle.spark import score
+
+    files = spark.read.format("binaryFile").option("recursiveFileLookup", "true").load(str(scans))
+    with pytest.raises(Exception, match=r"Cannot read image .*05b\.jpg \(row \d+ of Spark"):
+        score(files, pets_bundle[0], on_error="raise").collect()
+    with pytest.raises(SchemaError, match="neither a 'content' column"):
+        score(files.select("length"), pets_bundle[0])
+
+
+@pytest.mark.slow
+def test_predict_udf_scores_an_image_column(spark, pets_bundle, scans, pets_expected):
+    from pyspark.sql.functions import col
+
+    from bundle.spark import predict_udf
+
+    files = spark.read.format("binaryFile").option("recursiveFileLookup", "true").load(str(scans))
+    labels = predict_udf(spark, pets_bundle[0], on_error="record")
+    scores = predict_udf(spark, pets_bundle[0], result="scores", on_error="record")
+    rows = files.select(
+        "path", labels(col("content")).alias("label"), scores(col("path")).alias("scores")
+    ).toPandas()
+    for path, label, values in rows.itertuples(index=False):
+        relative = _relative(path, scans)
+        if relative in ("cat/05b.jpg", "dog/03b.png"):
+            assert pd.isna(label) and values is None
+            continue
+        assert label == pets_expected[relative][0]
+        np.testing.assert_allclose(values, pets_expected[relative][1], atol=1e-6)
+    with pytest.raises(ValueError, match="on_error must be 'raise' or 'record' for a UDF"):
+        predict_udf(spark, pets_bundle[0], on_error="skip")

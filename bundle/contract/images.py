@@ -434,7 +434,7 @@ def is_image_source(raw: Any) -> bool:
             return True
         return raw.dtype.kind == "O" and all(_is_single_source(item) for item in raw)
     if type(raw).__name__ == "Series" and hasattr(raw, "to_numpy"):
-        return raw.dtype == object and len(raw) > 0 and is_image_source(raw.to_numpy())
+        return raw.dtype.kind in "OU" and is_image_source(raw.to_numpy(dtype=object))
     if isinstance(raw, (list, tuple)) and raw:
         return all(_is_single_source(item) for item in raw)
     return False

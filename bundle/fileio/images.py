@@ -125,7 +125,7 @@ def open_images(raw: Any, **storage_options: Any) -> ImageSource:
     if isinstance(raw, (bytes, bytearray, memoryview)) or is_pil_image(raw):
         raw = [raw]
     if hasattr(raw, "to_numpy") and not isinstance(raw, np.ndarray):
-        raw = raw.to_numpy()
+        raw = raw.to_numpy(dtype=object)
     items = [_item(i, value) for i, value in enumerate(raw)]
     id_name = "path" if items and all(item.path is not None for item in items) else "index"
     return ImageSource(
@@ -151,12 +151,20 @@ def _item(position: int, value: Any) -> ImageItem:
 
 
 def _is_url(text: str) -> bool:
-    return "://" in text and not text.startswith("file://")
+    return "://" in text and not text.startswith("file:")
+
+
+def _local(path: str) -> str:
+    """A local path from a ``file:`` URI (Spark writes ``file:/data/a%20b.jpg``)."""
+    if not path.startswith("file:"):
+        return path
+    from urllib.parse import unquote, urlparse
+
+    return unquote(urlparse(path).path)
 
 
 def _path_source(text: str, storage_options: dict[str, Any]) -> ImageSource:
-    if text.startswith("file://"):
-        text = text[len("file://") :]
+    text = _local(text)
     if _is_url(text):
         return _url_source(text, storage_options)
     if os.path.isdir(text):
@@ -244,7 +252,7 @@ def read_bytes(item: ImageItem, storage_options: dict[str, Any] | None = None) -
 
             with fsspec.open(item.path, "rb", **(storage_options or {})) as handle:
                 return handle.read()
-        with open(item.path, "rb") as handle:
+        with open(_local(item.path), "rb") as handle:
             return handle.read()
     except FileNotFoundError as exc:
         raise _Unreadable("no such file") from exc
