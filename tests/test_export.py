@@ -987,3 +987,52 @@ def test_none_as_the_missing_value_of_object_columns(tmp_path):
         }
     )
     assert_parity(bundle, served, rows)
+
+
+# --------------------------------------------------------------------------- images
+
+
+def _pets_files(pets_folder: Path) -> list[str]:
+    return sorted(str(p) for p in pets_folder.rglob("*.*"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("resize", ["plain", "crop"])
+def test_an_image_bundle_exports_encoded_images_in(pets_bundle, pets_folder, tmp_path, resize):
+    """The graph decodes JPEG and PNG strings as image_dataset_from_directory did."""
+    import tensorflow as tf
+
+    from bundle import ImageInput
+
+    path, model = pets_bundle
+    loaded = Bundle.load(path)
+    if resize == "crop":  # the same model, read with a centre crop and bicubic resizing
+        image = ImageInput(size=(16, 16), crop_to_aspect_ratio=True, interpolation="bicubic")
+        loaded = Bundle(model, image=image, postprocess=loaded.postprocess, name="pets")
+    files = _pets_files(pets_folder)
+    out = loaded.export(tmp_path / "pets" / "1")
+    function = tf.saved_model.load(str(out)).signatures["serving_default"]
+    assert function.structured_input_signature[1]["input"].dtype == tf.string
+    encoded = tf.constant([Path(f).read_bytes() for f in files])
+    result = function(input=encoded)
+    expected = loaded.predict(files, postprocess=False)
+    np.testing.assert_allclose(result["scores"].numpy(), expected, rtol=0, atol=1e-6)
+    labels = [label.decode() for label in result["labels"].numpy()]
+    assert labels == list(loaded.decode(expected))
+    info = json.loads((out / "assets.extra" / "keras_bundle.json").read_text())
+    assert info["inputs"][0]["dtype"] == "string"
+    assert info["inputs"][0]["image"]["crop_to_aspect_ratio"] is (resize == "crop")
+    with pytest.raises(tf.errors.InvalidArgumentError, match="Unknown image file format"):
+        function(input=tf.constant([b"not an image"]))
+
+
+def test_image_bundles_the_graph_cannot_replay_are_refused(image_parts, tmp_path):
+    from bundle import ImageInput, UnsupportedFormatError
+
+    pil = Bundle(image_parts, image=ImageInput(size=(8, 8), decoder="pil", color_mode="grayscale"))
+    with pytest.raises(UnsupportedFormatError, match=r"reads images with PIL"):
+        pil.export(tmp_path / "pil")
+    padded = ImageInput(size=(8, 8), color_mode="grayscale", pad_to_aspect_ratio=True)
+    with pytest.raises(UnsupportedFormatError, match="pad_to_aspect_ratio: TensorFlow's graph"):
+        Bundle(image_parts, image=padded).export(tmp_path / "pad")
+    assert not (tmp_path / "pil").exists() and not (tmp_path / "pad").exists()

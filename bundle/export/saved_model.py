@@ -20,7 +20,15 @@ string, categorical (text)    ``tf.string``; the missing-value token (default ``
 ============================  ========================================================
 
 An array bundle takes one tensor named ``input``, shape ``[None, *per-sample shape]``, in
-the training dtype. Signature input names are the column names made safe for TensorFlow
+the training dtype. An image bundle whose recorded decoder is TensorFlow's (as
+``image_dataset_from_directory`` reads files) takes one ``tf.string`` tensor named ``input``,
+shape ``[None]``: encoded images (JPEG, PNG, GIF, BMP), decoded and resized in the graph with
+the training loader's operations. Its crop box is computed with integer division, which
+equals Keras' float32 arithmetic while width x target height stays below 2**24 and which
+TensorFlow's graph optimizer cannot rewrite (it turns a division by a constant into a
+multiplication by the reciprocal, which can move the crop by a pixel); padding to the
+aspect ratio, whose geometry the optimizer rewrites the same way, and PIL-decoded bundles
+are refused. Signature input names are the column names made safe for TensorFlow
 (`signature_name`: characters other than ``[A-Za-z0-9_]`` become ``_``, a name that does
 not start with a letter gets ``arg_`` in front); two columns that collide (also ignoring
 case) are refused.
@@ -70,6 +78,7 @@ from typing import Any
 
 import numpy as np
 
+from ..contract.images import ImageInput
 from ..errors import (
     BundleError,
     ExportError,
@@ -178,6 +187,7 @@ class _Input:
     sentinel: str = "nan"  # text: what a missing value was at training ("nan" or "none")
     known: tuple[Any, ...] | None = None  # the only values accepted (closed categories)
     seen: tuple[Any, ...] = ()  # text values seen in training (for the token check)
+    image: ImageInput | None = None  # encoded images in, decoded as training read them
 
     @property
     def is_text(self) -> bool:
@@ -253,6 +263,23 @@ def _inputs(schema: Any, problems: list[str]) -> list[_Input]:
         allows = data.get("has_missing") is not False or bool(data.get("missing_handled"))
         shape = tuple(data["shape"])
         return [_Input(ARRAY_INPUT, ARRAY_INPUT, dtype, dtype, shape, allows_missing=allows)]
+    if data["kind"] == "image":
+        image = ImageInput.from_dict(data["image"])
+        if image.decoder != "tensorflow":
+            problems.append(
+                "the bundle reads images with PIL (keras.utils.load_img), which a TensorFlow "
+                "graph cannot run; serve it with `bundle serve`, or export arrays it decoded"
+            )
+            return []
+        if image.pad_to_aspect_ratio:
+            problems.append(
+                "pad_to_aspect_ratio: TensorFlow's graph optimizer rewrites the float "
+                "arithmetic of tf.image.resize_with_pad, so the graph could pad a pixel off "
+                "from training; serve the bundle with `bundle serve` instead"
+            )
+            return []
+        dtype = np.dtype(image.dtype)
+        return [_Input(ARRAY_INPUT, ARRAY_INPUT, TEXT, dtype, (), image=image)]
     problems.append(
         f"the input contract is of kind {data['kind']!r}; export supports tabular and "
         "single-array bundles (multi-input models are not supported yet)"
@@ -416,6 +443,8 @@ class _Plan:
         tf = self.tf
         build = self.build
         label = "The input" if spec.column == ARRAY_INPUT else f"Column {spec.column!r}"
+        if spec.image is not None:
+            return self._decode_images(spec.image, tensor)
         if spec.is_text:
             missing = tf.equal(tensor, build.missing_token)
             column = Text(tensor, missing, spec.sentinel)
@@ -458,6 +487,31 @@ class _Plan:
                 tf.boolean_mask(tensor, bad)[:SAMPLE],
             )
         return column
+
+    def _decode_images(self, image: ImageInput, encoded: Any) -> Any:
+        """Encoded images -> a batch, with image_dataset_from_directory's operations."""
+        tf = self.tf
+        height, width = image.size  # type: ignore[misc]  # required for this decoder
+        dtype = tf.as_dtype(image.dtype if image.scale is None else "float32")
+
+        def load(data: Any) -> Any:
+            pixels = tf.io.decode_image(data, channels=image.channels, expand_animations=False)
+            if image.crop_to_aspect_ratio:
+                pixels = _integer_crop(tf, pixels, height, width)
+                pixels = tf.image.resize(pixels, (height, width), method=image.interpolation)
+            else:
+                pixels = tf.image.resize(
+                    pixels, (height, width), method=image.interpolation, antialias=image.antialias
+                )
+            if image.data_format == "channels_first":
+                pixels = tf.transpose(pixels, (2, 0, 1))
+            if image.scale is not None:  # in float32, as keras.layers.Rescaling
+                pixels = tf.cast(pixels, tf.float32) * np.float32(image.scale)
+                pixels = pixels + np.float32(image.offset)
+            return tf.ensure_shape(tf.cast(pixels, dtype), image.shape)
+
+        spec = tf.TensorSpec(image.shape, dtype)
+        return tf.map_fn(load, encoded, fn_output_signature=spec)
 
     def _first_frame(self, columns: list[Any]) -> TensorFrame:
         """The first step's input: the contract's columns, by its feature names if any."""
@@ -542,6 +596,22 @@ class _Plan:
         return result
 
 
+def _integer_crop(tf: Any, pixels: Any, target_height: int, target_width: int) -> Any:
+    """Keras' ``smart_resize`` centre crop, in integers.
+
+    ``int(float32(width * target_height) / target_width)`` is ``floor`` of the exact
+    quotient while the product stays below 2**24 (its float32 rounding cannot reach the
+    next integer), and integer division survives the graph optimizer unchanged.
+    """
+    shape = tf.shape(pixels)
+    height, width = shape[0], shape[1]
+    crop_height = tf.maximum(tf.minimum(height, (width * target_height) // target_width), 1)
+    crop_width = tf.maximum(tf.minimum(width, (height * target_width) // target_height), 1)
+    top = (height - crop_height) // 2
+    left = (width - crop_width) // 2
+    return pixels[top : top + crop_height, left : left + crop_width, :]
+
+
 def _trace(plan: _Plan, bundle: Any) -> tuple[Any, Any]:
     """The exported module and its concrete serving function (nothing written yet)."""
     tf = plan.tf
@@ -589,8 +659,9 @@ def _info(bundle: Any, plan: _Plan, concrete: Any) -> dict[str, Any]:
             {
                 "name": spec.key,
                 "column": spec.column,
-                "dtype": "string" if spec.is_text else spec.wire.name,
+                "dtype": "string" if spec.wire == TEXT else spec.wire.name,
                 "training_dtype": None if spec.is_text else spec.dtype.name,
+                **({"image": spec.image.to_dict()} if spec.image is not None else {}),
                 "shape": [None, *spec.shape],
             }
             for spec in plan.inputs
