@@ -28,6 +28,7 @@ BENCHMARKS = {
     "save": "save_bench.py",  # issue 15: inference-only sizes, the cost of proving a save
     "backends": "backends_bench.py",  # issue 16: each Keras backend vs its model.predict
     "kinds": "kinds_bench.py",  # issue 14: replay of each new kind vs transform, parity
+    "images": "images_bench.py",  # issue 17: bundle predict DIR vs tf.data / PIL pipelines
 }
 
 

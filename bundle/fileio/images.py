@@ -43,6 +43,10 @@ IMAGE_SUFFIXES = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
 # them to 255 when it converts to RGB or RGBA.
 _DEEP_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I", "F"}
 _GLOB_CHARS = re.compile(r"[*?\[]")
+GENERATOR_CHUNK = 64  # images handed to tf.data per call into Python
+# Up to this many images (a request, a short list), TensorFlow's decoder runs op by op on
+# threads: starting a tf.data pipeline (tracing its map function) takes longer.
+EAGER_MAX_IMAGES = 64
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -105,6 +109,8 @@ class ImageSource:
     def __iter__(self) -> Iterator[ImageItem]:
         return self._items()
 
+    known_count: int | None = None  # the count, when known without walking anything
+
     def count(self) -> int:
         """How many images the source holds (a directory is walked once more to count)."""
         return self._count()
@@ -134,6 +140,7 @@ def open_images(raw: Any, **storage_options: Any) -> ImageSource:
         lambda: iter(items),
         lambda: len(items),
         dict(storage_options),
+        known_count=len(items),
     )
 
 
@@ -175,7 +182,8 @@ def _path_source(text: str, storage_options: dict[str, Any]) -> ImageSource:
             lambda: sum(1 for _ in _walk(text)),
         )
     if os.path.exists(text):
-        return ImageSource("path", text, lambda: iter([ImageItem(0, path=text)]), lambda: 1)
+        item = ImageItem(0, path=text)
+        return ImageSource("path", text, lambda: iter([item]), lambda: 1, known_count=1)
     if is_local_glob(text):
         paths = sorted(p for p in globbing.glob(text, recursive=True) if os.path.isfile(p))
         if not paths:
@@ -191,6 +199,7 @@ def _listed_source(paths: list[str], description: str, options: dict[str, Any]) 
         lambda: (ImageItem(i, path=p) for i, p in enumerate(paths)),
         lambda: len(paths),
         dict(options),
+        known_count=len(paths),
     )
 
 
@@ -291,40 +300,49 @@ def _decode(
             pixels = _tf_decode(data, image)
         else:
             pixels = _pil_decode(data, image)
-    if image.scale is not None:
-        # In float32, as keras.layers.Rescaling computes it.
-        pixels = pixels.astype(np.float32) * np.float32(image.scale) + np.float32(image.offset)
-    return pixels
+    return _rescaled(pixels, image)
+
+
+def _rescaled(pixels: np.ndarray, image: ImageInput) -> np.ndarray:
+    """The recorded rescaling, in float32 as ``keras.layers.Rescaling`` computes it."""
+    if image.scale is None:
+        return pixels
+    return pixels.astype(np.float32) * np.float32(image.scale) + np.float32(image.offset)
 
 
 # ------------------------------------------------------------------ TensorFlow
 def _tf_decode(data: bytes, image: ImageInput) -> np.ndarray:
-    """``image_dataset_from_directory``'s map function, from bytes instead of a path.
+    """``image_dataset_from_directory``'s map function on one image's bytes, eagerly.
 
-    Run eagerly, op by op, which gives ``tf.data``'s results bit for bit: a ``tf.function``
-    does not, because Grappler rewrites the float32 arithmetic of ``resize_with_pad``.
+    Op by op gives ``tf.data``'s results bit for bit: a ``tf.function`` does not, because
+    Grappler rewrites the float32 arithmetic of ``resize_with_pad``.
     """
     import tensorflow as tf
 
-    height, width = image.size  # type: ignore[misc]  # required for this decoder
     try:
-        pixels = tf.io.decode_image(data, channels=image.channels, expand_animations=False)
-        if image.crop_to_aspect_ratio:
-            pixels = _centre_crop(tf, pixels, height, width)
-            pixels = tf.image.resize(pixels, (height, width), method=image.interpolation)
-        elif image.pad_to_aspect_ratio:
-            pixels = tf.image.resize_with_pad(
-                pixels, height, width, method=image.interpolation, antialias=image.antialias
-            )
-        else:
-            pixels = tf.image.resize(
-                pixels, (height, width), method=image.interpolation, antialias=image.antialias
-            )
-        if image.data_format == "channels_first":
-            pixels = tf.transpose(pixels, (2, 0, 1))
-        return pixels.numpy()
+        return _tf_pixels(tf, data, image).numpy()
     except (tf.errors.InvalidArgumentError, tf.errors.UnknownError) as exc:
         raise _Unreadable(f"TensorFlow cannot decode it: {_tf_reason(exc)}") from exc
+
+
+def _tf_pixels(tf: Any, data: Any, image: ImageInput) -> Any:
+    """The operations of Keras' ``_load_image_tf`` after ``read_file`` (eager or in tf.data)."""
+    height, width = image.size  # type: ignore[misc]  # required for this decoder
+    pixels = tf.io.decode_image(data, channels=image.channels, expand_animations=False)
+    if image.crop_to_aspect_ratio:
+        pixels = _centre_crop(tf, pixels, height, width)
+        pixels = tf.image.resize(pixels, (height, width), method=image.interpolation)
+    elif image.pad_to_aspect_ratio:
+        pixels = tf.image.resize_with_pad(
+            pixels, height, width, method=image.interpolation, antialias=image.antialias
+        )
+    else:
+        pixels = tf.image.resize(
+            pixels, (height, width), method=image.interpolation, antialias=image.antialias
+        )
+    if image.data_format == "channels_first":
+        pixels = tf.transpose(pixels, (2, 0, 1))
+    return pixels
 
 
 def _centre_crop(tf: Any, pixels: Any, target_height: int, target_width: int) -> Any:
@@ -476,10 +494,14 @@ def iter_batches(
     on_error: str = "record",
     workers: int | None = None,
 ) -> Iterator[ImageBatch]:
-    """Decode `source` in batches of `batch_size` images, in order, on `workers` threads.
+    """Decode `source` in batches of `batch_size` readable images, in order, on every core.
 
-    While the caller works on a batch, the next two batches' images decode in the
-    background: memory holds at most ``2 * batch_size`` decoded images plus the batch.
+    A batch also lists the unreadable images among them (in `failures`), in their place.
+
+    While the caller works on a batch, the next images decode in the background: TensorFlow's
+    decoder runs in a ``tf.data`` parallel map (one batch prefetched), PIL's on `workers`
+    threads with at most two batches in flight. Memory holds a bounded number of decoded
+    images, whatever the source's size.
 
     Args:
         on_error: ``"raise"`` stops at the first image that cannot be read with an
@@ -490,6 +512,21 @@ def iter_batches(
     """
     if batch_size < 1:
         raise UsageError(f"batch_size must be a positive number of images; got {batch_size}.")
+    known = source.known_count
+    if image.decoder == "tensorflow" and (known is None or known > EAGER_MAX_IMAGES):
+        yield from _tf_batches(source, image, batch_size, on_error, workers)
+    else:
+        yield from _threaded_batches(source, image, batch_size, workers, on_error)
+
+
+def _threaded_batches(
+    source: ImageSource,
+    image: ImageInput,
+    batch_size: int,
+    workers: int | None,
+    on_error: str = "record",
+) -> Iterator[ImageBatch]:
+    """Decoding on a pool of Python threads (PIL releases the GIL while it decodes)."""
     options = source.storage_options
 
     def work(item: ImageItem) -> np.ndarray | str:
@@ -500,19 +537,127 @@ def iter_batches(
 
     results = _ordered_map(work, source, workers or default_workers(), window=2 * batch_size)
     pending: list[tuple[ImageItem, np.ndarray | str]] = []
+    readable = 0
     try:
         for pair in results:
             item, outcome = pair
             if isinstance(outcome, str) and on_error == "raise":
                 raise _image_error([(item.name, outcome)], image)
             pending.append(pair)
-            if len(pending) == batch_size:
+            readable += not isinstance(outcome, str)
+            if readable == batch_size:
                 yield _batch(pending, image)
-                pending = []
+                pending, readable = [], 0
         if pending:
             yield _batch(pending, image)
     finally:
         results.close()  # stop the decoding threads now, not whenever this is collected
+
+
+def _tf_batches(
+    source: ImageSource, image: ImageInput, batch_size: int, on_error: str, workers: int | None
+) -> Iterator[ImageBatch]:
+    """TensorFlow's decoding inside ``tf.data``, as ``image_dataset_from_directory`` runs it.
+
+    A parallel map decodes on TensorFlow's threads (no Python, no GIL), in input order,
+    reading local files with ``tf.io.read_file``; other images come in as bytes from a
+    generator. An image that fails is dropped by ``ignore_errors`` and noticed as a gap in
+    the sequence numbers; decoding it again eagerly gives the reason. At most
+    ``workers`` images decode at once, and one batch waits ahead of the caller.
+    """
+    import tensorflow as tf
+
+    options = source.storage_options
+    sent: deque[ImageItem] = deque()  # handed to tf.data, not yet seen in a batch
+
+    def generate() -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        # Chunks, unbatched inside tf.data: one call into Python per GENERATOR_CHUNK images,
+        # not per image (each call holds the GIL the model's thread also wants).
+        sequences, paths, datas = [], [], []
+        for sequence, item in enumerate(source):
+            sent.append(item)
+            path, data = "", b""
+            if item.path is not None and not _is_url(item.path):
+                path = _local(item.path)
+            else:
+                try:
+                    if item.data is not None:
+                        data = item.data
+                    elif item.image is not None:
+                        data = _png_of(item.image)
+                    else:
+                        data = read_bytes(item, options)
+                except _Unreadable:
+                    pass  # fails in the map; decoding it again says why
+            sequences.append(sequence)
+            paths.append(path)
+            datas.append(data)
+            if len(sequences) == GENERATOR_CHUNK:
+                yield _chunk(sequences, paths, datas)
+                sequences, paths, datas = [], [], []
+        if sequences:
+            yield _chunk(sequences, paths, datas)
+
+    def load(sequence: Any, path: Any, data: Any) -> tuple[Any, Any]:
+        content = tf.cond(tf.strings.length(path) > 0, lambda: tf.io.read_file(path), lambda: data)
+        return sequence, _tf_pixels(tf, content, image)
+
+    signature = (
+        tf.TensorSpec([None], tf.int64),
+        tf.TensorSpec([None], tf.string),
+        tf.TensorSpec([None], tf.string),
+    )
+    parallel = workers or tf.data.AUTOTUNE
+    dataset = (
+        tf.data.Dataset.from_generator(generate, output_signature=signature)
+        .unbatch()
+        .map(load, num_parallel_calls=parallel, deterministic=True)
+        .ignore_errors()
+        .batch(batch_size)
+        .prefetch(1)
+    )
+    seen = 0  # sequence number of the next item to account for
+    for sequences, pixels in dataset:
+        got = sequences.numpy()
+        decoded = _rescaled(pixels.numpy(), image)
+        items = [sent.popleft() for _ in range(int(got[-1]) + 1 - seen)]
+        ok = np.zeros(len(items), dtype=bool)
+        ok[got - seen] = True
+        seen = int(got[-1]) + 1
+        yield _tf_batch(items, decoded, ok, image, options, on_error)
+    rest = list(sent)
+    if rest:
+        yield _tf_batch(rest, None, np.zeros(len(rest), dtype=bool), image, options, on_error)
+
+
+def _chunk(sequences: list[int], paths: list[str], datas: list[bytes]) -> tuple:
+    return (
+        np.asarray(sequences, dtype=np.int64),
+        np.asarray(paths, dtype=object),
+        np.asarray(datas, dtype=object),
+    )
+
+
+def _tf_batch(
+    items: list[ImageItem],
+    decoded: np.ndarray | None,
+    ok: np.ndarray,
+    image: ImageInput,
+    options: dict[str, Any],
+    on_error: str,
+) -> ImageBatch:
+    failures = []
+    for index in np.flatnonzero(~ok):
+        item = items[index]
+        try:
+            _decode(item, image, options)
+            reason = "TensorFlow failed to decode it in tf.data"  # pragma: no cover
+        except _Unreadable as exc:
+            reason = str(exc)
+        if on_error == "raise":
+            raise _image_error([(item.name, reason)], image)
+        failures.append((int(index), item.name, reason))
+    return ImageBatch([item.id for item in items], decoded, ok, failures)
 
 
 def _batch(pairs: list[tuple[ImageItem, np.ndarray | str]], image: ImageInput) -> ImageBatch:
@@ -580,7 +725,7 @@ def read_images(raw: Any, image: ImageInput) -> np.ndarray:
         except _Unreadable as exc:
             failures.append((item.name, str(exc)))
     else:
-        for batch in iter_batches(source, image, batch_size=max(len(items), 1), workers=workers):
+        for batch in _threaded_batches(source, image, max(len(items), 1), workers):
             failures += [(name, reason) for _, name, reason in batch.failures]
             if batch.images is not None:
                 kept = [item for item, good in zip(items, batch.ok, strict=True) if good]
