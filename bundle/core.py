@@ -6,6 +6,7 @@ This module orchestrates; each step of the work lives in its own module (see DES
 from __future__ import annotations
 
 import json
+import math
 import os
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -550,14 +551,14 @@ class Bundle:
         scores = self._get_engine().named(scores)
         if isinstance(scores, Mapping):
             for name, value in scores.items():
-                flat = np.asarray(value).reshape(len(value), -1)
+                flat = _per_row(value)
                 width = flat.shape[1]
                 names = (
                     [f"{name}/score"] if width == 1 else [f"{name}/score_{i}" for i in range(width)]
                 )
                 columns.update(_score_columns(flat, names))
             return columns
-        flat = np.asarray(scores).reshape(len(scores), -1)
+        flat = _per_row(scores)
         if self._postprocess:
             if predictions is None:
                 predictions = self._get_engine().postprocess(scores)
@@ -1403,7 +1404,7 @@ class Bundle:
             if postprocess:
                 columns.update(_spread("prediction", engine.postprocess(result)))
             if scores or not postprocess:
-                flat = result.reshape(len(result), -1)
+                flat = _per_row(result)
                 for i, name in enumerate(self._score_names(flat.shape[1])):
                     columns[name] = flat[:, i]
             return columns
@@ -1414,7 +1415,7 @@ class Bundle:
             if decoded:
                 columns.update(_spread(output, predictions[output]))
             if scores or not decoded:
-                flat = np.asarray(values).reshape(len(values), -1)
+                flat = _per_row(values)
                 names = (
                     self._score_names(flat.shape[1], output, prefix=f"{output}_")
                     if decoded
@@ -1469,8 +1470,14 @@ def _spread(name: str, values: Any) -> dict[str, np.ndarray]:
         values = values[:, 0]
     if values.ndim == 1:
         return {name: values}
-    flat = values.reshape(len(values), -1)
+    flat = _per_row(values)
     return dict(zip(_spread_names(name, flat.shape[1]), flat.T, strict=True))
+
+
+def _per_row(values: Any) -> np.ndarray:
+    """`values` as one flat row per sample (also with no rows, where -1 is undefined)."""
+    values = np.asarray(values)
+    return values.reshape(len(values), math.prod(values.shape[1:]))
 
 
 def _spread_names(name: str, width: int) -> list[str]:
