@@ -6,6 +6,9 @@ import importlib.metadata
 import os
 import platform
 import re
+import subprocess
+import sys
+import textwrap
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -54,3 +57,18 @@ def write_section(section: str, text: str, results: Path = RESULTS) -> None:
     else:
         updated = current.rstrip() + "\n\n" + text.rstrip() + "\n"
     results.write_text(updated)
+
+
+def run_child(code: str, *, timeout: int = 3600) -> str:
+    """The stdout of `code` run in a fresh Python process (quiet TensorFlow); fails loudly."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"child failed:\n{result.stdout}\n{result.stderr[-4000:]}")
+    return result.stdout

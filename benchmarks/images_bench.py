@@ -25,6 +25,7 @@ the model only on decoded batches.
 Usage:
     python benchmarks/images_bench.py            # 100,000 JPEGs; updates RESULTS.md
     python benchmarks/images_bench.py --quick    # 4,000 JPEGs, prints only
+    python benchmarks/images_bench.py --files 20000 --keep-images   # fewer; reuse the JPEGs
 """
 
 from __future__ import annotations
@@ -32,10 +33,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
-import subprocess
 import sys
-import textwrap
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -227,17 +227,8 @@ print(json.dumps({{"images": count, "decode_s": decode, "model_s": model}}))
 
 
 def _run(code: str, *, timeout: int = 7200) -> str:
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    result = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-    )
-    if result.returncode != 0:
-        raise RuntimeError(f"child failed:\n{result.stdout}\n{result.stderr[-4000:]}")
-    lines = result.stdout.strip().splitlines()
+    """The last line a fresh process printed (its JSON figures)."""
+    lines = _report.run_child(code, timeout=timeout).strip().splitlines()
     return lines[-1] if lines else ""
 
 
@@ -253,9 +244,34 @@ def score(kind: str, folder: Path, bundle: Path, hand: Path, out: Path) -> dict:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="4,000 JPEGs; print only")
+    parser.add_argument(
+        "--files",
+        type=int,
+        default=None,
+        help="JPEGs to generate and score (default 100,000; 4,000 with --quick), in 10 "
+        "parts (4 with --quick): throughput on one part, peak memory on one and on all",
+    )
+    parser.add_argument(
+        "--keep-images",
+        action="store_true",
+        help="keep the generated JPEGs for the next run (default: deleted at the end)",
+    )
+    parser.add_argument("--work", type=Path, default=WORK, help=f"where to write ({WORK})")
     args = parser.parse_args(argv)
-    plan = QUICK if args.quick else FULL
-    work = WORK / ("quick" if args.quick else "full")
+    plan = dict(QUICK if args.quick else FULL)
+    if args.files is not None:
+        if args.files < plan["parts"] * 100:
+            parser.error(f"--files must be at least {plan['parts'] * 100}; got {args.files}")
+        plan["per_part"] = args.files // plan["parts"]
+    work = args.work / ("quick" if args.quick else "full")
+    try:
+        return _measure(plan, work, write=not args.quick)
+    finally:
+        if not args.keep_images:
+            shutil.rmtree(work / "jpegs", ignore_errors=True)
+
+
+def _measure(plan: dict, work: Path, *, write: bool) -> int:
     parts = generate(work / "jpegs", plan["parts"], plan["per_part"])
     bundle, hand = train(work)
     out = work / "out"
@@ -275,7 +291,7 @@ def main(argv: list[str]) -> int:
     whole = score("bundle", work / "jpegs", bundle, hand, out / "whole.parquet")
     report = render(plan, rates, runs, shares, small, whole, len(parts))
     print(report)
-    if not args.quick:
+    if write:
         _report.write_section(SECTION, report)
     return 0
 

@@ -20,9 +20,7 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -112,17 +110,7 @@ def hand_predict(raw, batch_size=32):
 
 
 def run(code: str, *, timeout: int = 3600) -> str:
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    result = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-    )
-    if result.returncode != 0:
-        raise RuntimeError(f"child failed:\n{result.stdout}\n{result.stderr[-4000:]}")
-    return result.stdout
+    return _report.run_child(code, timeout=timeout)
 
 
 def timed_child(code: str) -> tuple[float, dict]:

@@ -259,6 +259,32 @@ def test_a_npy_file_is_memory_mapped_and_scored_in_batches(pets, tmp_path):
     assert rows[5]["score_cat"] == pytest.approx(float(expected[5, 0]), abs=1e-6)
 
 
+def test_a_npy_file_scores_a_model_with_several_outputs(tmp_path):
+    """Streams write one column per output, as predict_file does for tables."""
+    import keras
+
+    inputs = keras.Input((4,), name="x")
+    model = keras.Model(
+        inputs,
+        {
+            "low": keras.layers.Dense(2, name="low")(inputs),
+            "high": keras.layers.Dense(1, name="high")(inputs),
+        },
+    )
+    rows = np.random.default_rng(SEED).normal(size=(7, 4)).astype("float32")
+    path = Bundle(model, input_example=rows, name="heads", version="1").save(tmp_path / "b")
+    np.save(tmp_path / "rows.npy", rows)
+    expected = model.predict(rows, verbose=0)
+    loaded = Bundle.load(path)
+    out = tmp_path / "scored.parquet"
+    assert loaded.predict_file(tmp_path / "rows.npy", out, batch_size=3) == 7
+    frame = pd.read_parquet(out)
+    assert list(frame.columns) == ["index", "high", "low_0", "low_1"]  # Keras sorts dict outputs
+    assert frame["index"].tolist() == list(range(7))
+    np.testing.assert_allclose(frame[["low_0", "low_1"]], expected["low"], atol=1e-6)
+    np.testing.assert_allclose(frame["high"], expected["high"][:, 0], atol=1e-6)
+
+
 def test_on_error_must_be_known(pets):
     loaded, files, _ = pets
     with pytest.raises(UsageError, match="on_error must be one of 'raise', 'skip', 'record'"):
