@@ -444,19 +444,24 @@ def _convert(values: _Values, spec: ColumnSpec, where: _Where) -> _Converted:
 def _missing_problems(mask: np.ndarray, spec: ColumnSpec, where: _Where) -> list[_Problem]:
     if spec.allows_missing or not mask.any():
         return []
+    unit = where.unit
+    text = (
+        f"{where.subject} has missing values (NaN/None) in {_flagged(mask, where)}, but the "
+        "training example had none and no preprocessing step imputes them.\n"
+        f"Fill or drop these {unit}s before predicting."
+    )
+    return [where.problem(text)]
+
+
+def _flagged(mask: np.ndarray, where: _Where) -> str:
+    """``"2 of 3 rows (rows 1, 2)"``: the units (rows, samples) `mask` flags, first ones listed."""
     flagged = np.flatnonzero(where.per_unit(mask))
     total = where.shape[0] if where.shape else 1
     first = ", ".join(str(i) for i in flagged[:MAX_LISTED]) + (
         ", ..." if len(flagged) > MAX_LISTED else ""
     )
-    unit = where.unit
-    at = f"{unit}s" if len(flagged) > 1 else unit
-    text = (
-        f"{where.subject} has missing values (NaN/None) in {len(flagged):,} of "
-        f"{_plural(total, unit)} ({at} {first}), but the training example had none "
-        f"and no preprocessing step imputes them.\nFill or drop these {unit}s before predicting."
-    )
-    return [where.problem(text)]
+    at = f"{where.unit}s" if len(flagged) > 1 else where.unit
+    return f"{len(flagged):,} of {_plural(total, where.unit)} ({at} {first})"
 
 
 def _infinity_problems(data: Any, spec: ColumnSpec, where: _Where) -> list[_Problem]:
@@ -466,18 +471,11 @@ def _infinity_problems(data: Any, spec: ColumnSpec, where: _Where) -> list[_Prob
     infinite = np.isinf(data)
     if not infinite.any():
         return []
-    flagged = np.flatnonzero(where.per_unit(infinite))
-    total = where.shape[0] if where.shape else 1
-    first = ", ".join(str(i) for i in flagged[:MAX_LISTED]) + (
-        ", ..." if len(flagged) > MAX_LISTED else ""
-    )
-    unit = where.unit
-    at = f"{unit}s" if len(flagged) > 1 else unit
     text = (
-        f"{where.subject} has infinite values in {len(flagged):,} of {_plural(total, unit)} "
-        f"({at} {first}), which its preprocessing refuses: scikit-learn's transformers take "
-        "finite numbers only (and NaN only where a step imputes it).\n"
-        f"Replace these {unit}s' values with finite numbers before predicting."
+        f"{where.subject} has infinite values in {_flagged(infinite, where)}, which its "
+        "preprocessing refuses: scikit-learn's transformers take finite numbers only (and NaN "
+        "only where a step imputes it).\n"
+        f"Replace these {where.unit}s' values with finite numbers before predicting."
     )
     return [where.problem(text)]
 
