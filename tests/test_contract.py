@@ -364,3 +364,33 @@ def test_array_input_refuses_infinity_when_every_column_does(tmp_path):
         SchemaError, match=r"Input has infinite values in 1 of 2 samples \(sample 1\)"
     ):
         loaded.predict(bad)
+
+
+def test_columns_named_by_integers_are_reached_from_text_names(tmp_path):
+    """A model trained on pd.DataFrame(array) has columns 0, 1, 2: the stored example (a
+    Parquet file: text names) failed the bundle's own replay at save ("missing 0 ... did you
+    mean 0?"), and JSON records, Parquet and CSV files, whose names are always text, could
+    never match them."""
+    import keras
+    from sklearn.preprocessing import StandardScaler
+
+    from bundle.drift import DriftThresholds
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(rng.normal(size=(64, 3)))
+    scaler = StandardScaler().fit(frame)
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    path = Bundle(model, preprocess=scaler, input_example=frame, name="unnamed").save(
+        tmp_path / "root"
+    )
+    loaded = Bundle.load(path)
+    expected = model.predict(scaler.transform(frame).astype("float32"), verbose=0)
+    records = [{str(k): v for k, v in row.items()} for row in frame.to_dict("records")]
+    frame.to_parquet(tmp_path / "rows.parquet")  # pandas writes the names as "0", "1", "2"
+    assert np.abs(loaded.predict(frame) - expected).max() <= 1e-6
+    assert np.abs(loaded.predict(records) - expected).max() <= 1e-6
+    assert loaded.verify().ok
+    report = loaded.drift(tmp_path / "rows.parquet", thresholds=DriftThresholds(min_rows=10))
+    assert [f.missing_current for f in report.features if f.role == "input"] == [0.0] * 3
+    assert not report.has_drift

@@ -985,3 +985,27 @@ def _is_canonical_frame(frame: pd.DataFrame) -> None:
 def _is_canonical_array(array: np.ndarray) -> None:
     assert isinstance(array, np.ndarray) and array.dtype == np.float32
     assert array.shape[1:] == (3, 2) and not np.isnan(array).any()
+
+
+def test_column_names_are_matched_by_their_text_and_ambiguity_is_refused():
+    """Recorded 0, 1 are reached from "0", "1" (JSON, CSV, Parquet) and recorded "0", "1"
+    from a DataFrame's 0, 1; the canonical frame keeps the recorded names, old schemas
+    (integer names in JSON) included. Where text cannot tell columns apart, it refuses."""
+    frame = pd.DataFrame({0: [1.5, 2.5], 1: ["a", "b"]})
+    schema = InputSchema.from_dict(infer_schema(frame).to_dict())  # as stored: 0 and 1 as ints
+    assert schema.names == [0, 1]
+    expected = pd.DataFrame({0: [1.5, 2.5], 1: ["a", "b"]})
+    records = [{"0": 1.5, "1": "a"}, {"0": 2.5, "1": "b"}]
+    for raw in (records, {"0": [1.5, 2.5], "1": ["a", "b"]}, frame.rename(columns=str)):
+        got = schema.coerce(raw)
+        assert list(got.columns) == [0, 1]
+        pd.testing.assert_frame_equal(got.reset_index(drop=True), expected, check_dtype=False)
+    text = infer_schema(frame.rename(columns=str))
+    assert list(text.coerce(frame).columns) == ["0", "1"]
+    with pytest.raises(SchemaError, match=r"2 columns that name the bundle's column 0: 0 and '0'"):
+        schema.coerce(frame.assign(**{"0": [9.0, 9.0]}))
+    both = infer_schema(pd.DataFrame({0: [1.0], "0": [2.0]}))
+    with pytest.raises(SchemaError, match=r"no column 0, and its column '0' cannot stand for it"):
+        both.coerce([{"0": 2.0}])
+    with pytest.raises(SchemaError, match=r"missing 1 of the 2 columns"):
+        schema.coerce([{"0": 1.5}])

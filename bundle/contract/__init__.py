@@ -93,6 +93,7 @@ from .dtypes import ALL_ARRAYS, KINDS, MAX_CATEGORIES
 from .images import ImageInput, ImageSchema, is_image_source
 from .infer import infer_schema, schema_from_hints
 from .multi import MultiInputSchema
+from .names import NameConflict, match_by_text
 from .rows import concat_rows, n_rows, slice_rows
 from .tabular import TabularSchema
 
@@ -106,10 +107,12 @@ __all__ = [
     "ImageSchema",
     "InputSchema",
     "MultiInputSchema",
+    "NameConflict",
     "TabularSchema",
     "concat_rows",
     "infer_schema",
     "is_image_source",
+    "match_by_text",
     "n_rows",
     "schema_from_hints",
     "slice_rows",

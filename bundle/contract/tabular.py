@@ -27,6 +27,7 @@ from .messages import (
     _unsupported,
     _Where,
 )
+from .names import NameConflict, match_by_text
 from .plain import plain_frame
 
 _TABULAR_FORMS = (
@@ -86,11 +87,19 @@ class TabularSchema(InputSchema):
         elif isinstance(raw, (list, Mapping)):
             # JSON records or columns whose values have the training types already.
             canonical = plain_frame(self.columns, self._known_sets, self._index, self._names, raw)
+            if canonical is None and self._text_names is not None:  # "0" for a recorded 0
+                args = (self.columns, self._known_sets, self._index, self._text_names, raw)
+                canonical = plain_frame(*args)
             if canonical is not None:
                 return _Checked(canonical, [])
         frame, problems = _read_frame(raw, self.names, subject)
         if frame is None:
             return _Checked(None, problems)
+        renames, conflicts = match_by_text(frame.columns, self.names)
+        if conflicts:
+            return _Checked(None, [_conflict_problem(conflict, subject) for conflict in conflicts])
+        if renames:
+            frame = frame.rename(columns=renames)
         problems, extra = _column_problems(frame, self.names, subject, strict)
         built, column_problems = self._convert_columns(frame, subject)
         problems += column_problems
@@ -115,6 +124,14 @@ class TabularSchema(InputSchema):
     @cached_property
     def _names(self) -> tuple[Any, ...]:
         return tuple(self.names)
+
+    @cached_property
+    def _text_names(self) -> tuple[str, ...] | None:
+        """The names as text, where some are not text and the texts are distinct; else None."""
+        texts = tuple(str(name) for name in self.names)
+        if all(isinstance(name, str) for name in self.names) or len(set(texts)) < len(texts):
+            return None
+        return texts
 
     @cached_property
     def _known_sets(self) -> list[frozenset[Any] | None]:
@@ -264,6 +281,27 @@ def _column_problems(
         )
         problems.append(_Problem(text, str(duplicated[0])))
     return problems, ([] if missing or strict else extra)
+
+
+def _conflict_problem(conflict: NameConflict, subject: str) -> _Problem:
+    """The message for a recorded column that text names reach ambiguously."""
+    name, columns = conflict.name, conflict.columns
+    if conflict.recorded:
+        text = (
+            f"{subject} has no column {name!r}, and its column {columns[0]!r} cannot stand for "
+            f"it: the bundle records both {name!r} and {columns[0]!r}, which text names (JSON, "
+            "CSV, Parquet) cannot tell apart.\nPass a DataFrame whose column names have the "
+            f"training types ({type(name).__name__} {name!r}, "
+            f"{type(columns[0]).__name__} {columns[0]!r})."
+        )
+    else:
+        shown = " and ".join(f"{column!r}" for column in columns)
+        text = (
+            f"{subject} has {len(columns)} columns that name the bundle's column {name!r}: "
+            f"{shown} (a name is matched exactly, else by its text).\n"
+            "Keep one of them, or rename the other."
+        )
+    return _Problem(text, str(name))
 
 
 def _unnamed(columns: pd.Index) -> bool:

@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..contract import match_by_text
+
 # A text column is categorical when its distinct values are few, or few per row.
 MAX_CATEGORY_DISTINCT = 10_000
 CATEGORICAL_RATIO = 0.5
@@ -180,15 +182,29 @@ def extract(features: Sequence[FeatureSource], data: Any, rows: int | None = Non
     n = rows if rows is not None else _rows(data)
     values: dict[str, np.ndarray] = {}
     arrays: dict[tuple[str | None, str], np.ndarray] = {}  # per (input, reduce): all channels
+    renamed: dict[int, Any] = {}  # per frame: its columns under the recorded names
     for feature in features:
         part = data.get(feature.input) if feature.input is not None else data
         if isinstance(data, Mapping) and feature.input is None and feature.column is None:
             part = next(iter(data.values()), None)
         if feature.column is not None:
+            if isinstance(part, pd.DataFrame):
+                if id(part) not in renamed:
+                    renamed[id(part)] = _recorded_names(part, features, feature.input)
+                part = renamed[id(part)]
             values[feature.name] = _column_values(feature, part, n)
         else:
             values[feature.name] = _array_values(feature, part, n, arrays)
     return values
+
+
+def _recorded_names(
+    frame: pd.DataFrame, features: Sequence[FeatureSource], input_name: str | None
+) -> pd.DataFrame:
+    """`frame` with columns the contract reaches by text ("0" for a recorded 0) renamed."""
+    names = [f.column for f in features if f.column is not None and f.input == input_name]
+    renames, _ = match_by_text(frame.columns, list(dict.fromkeys(names)))
+    return frame.rename(columns=renames) if renames else frame
 
 
 def _rows(data: Any) -> int:
