@@ -29,6 +29,7 @@ from __future__ import annotations
 
 __all__ = [
     "ALIASES_DIR",
+    "ARCHIVE_FORMATS",
     "ARCHIVE_SUFFIXES",
     "CLAIMS_DIR",
     "CUSTOM_OBJECTS_DIR",
@@ -78,5 +79,6 @@ GENERATION_PREFIX = ".gen-"
 ALIASES_DIR = ".aliases"
 CLAIMS_DIR = ".claims"
 
-# Release archives.
-ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".zip")
+# Release archives: file name suffix -> archive format.
+ARCHIVE_FORMATS = {".tar.gz": "tar.gz", ".tgz": "tar.gz", ".zip": "zip"}
+ARCHIVE_SUFFIXES = tuple(ARCHIVE_FORMATS)

@@ -41,7 +41,7 @@ from ..errors import (
     UsageError,
     bullet_list,
 )
-from ..format.layout import ARCHIVE_SUFFIXES
+from ..format.layout import ARCHIVE_FORMATS, ARCHIVE_SUFFIXES
 from .durable import atomic_file
 
 __all__ = [
@@ -74,7 +74,6 @@ and stops an archive of a million empty files from exhausting the disk's inodes.
 
 _PathLike = str | os.PathLike[str]
 
-_SUFFIX_FORMATS = {".tar.gz": "tar.gz", ".tgz": "tar.gz", ".zip": "zip"}
 _MAGIC = {b"\x1f\x8b": "tar.gz", b"PK\x03\x04": "zip", b"PK\x05\x06": "zip"}
 _TAR_MTIME = 946_684_800  # 2000-01-01T00:00:00Z: some tools read an mtime of 0 as unset.
 _ZIP_DATE_TIME = (1980, 1, 1, 0, 0, 0)  # the earliest date a zip can hold
@@ -349,7 +348,7 @@ def _raise_the_bound(name: str, default: int) -> str:
 
 def _suffix_format(name: str) -> str | None:
     lowered = name.lower()
-    return next((fmt for sfx, fmt in _SUFFIX_FORMATS.items() if lowered.endswith(sfx)), None)
+    return next((fmt for sfx, fmt in ARCHIVE_FORMATS.items() if lowered.endswith(sfx)), None)
 
 
 def _check_fmt(fmt: str) -> None:
