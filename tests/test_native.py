@@ -803,3 +803,36 @@ def test_read_refuses_non_native_files(tmp_path, content):
 
     with pytest.raises(UnsupportedFormatError, match=r"step\.npz is not a readable native step"):
         read_native(path)
+
+
+def _words(document: str) -> list[str]:
+    return document.split()
+
+
+def test_a_vectorizer_with_a_custom_tokenizer_is_refused_natively_and_needs_trust(tmp_path):
+    """A tokenizer callable is Python code no native step replays: storage refuses it by
+    name, the bundle stores the step by value, and loading it needs trusted=True."""
+    import keras
+
+    from bundle import Bundle
+    from bundle.errors import UnsafeLoadError
+    from bundle.steps.storage import choose_serializer
+
+    docs = pd.DataFrame({"text": ["alpha beta", "beta gamma", "gamma delta alpha"]})
+    step = ColumnTransformer(
+        [("words", TfidfVectorizer(tokenizer=_words, token_pattern=None), "text")]
+    ).fit(docs)
+    with pytest.raises(
+        UnsupportedFormatError, match=r"TfidfVectorizer > tokenizer \(function .*_words"
+    ):
+        write_native(step, tmp_path / "step.npz")
+    assert choose_serializer(step) != "native"
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    path = Bundle(model, preprocess=step, input_example=docs, name="words").save(tmp_path / "r")
+    with pytest.raises(UnsafeLoadError, match=r"trusted=True"):
+        Bundle.load(path)
+    dense = np.asarray(sparse.csr_matrix(step.transform(docs)).todense(), dtype="float32")
+    expected = model.predict(dense, verbose=0)
+    got = Bundle.load(path, trusted=True).predict(docs)
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)
