@@ -30,6 +30,7 @@ from .contract import (
     n_rows,
     schema_from_hints,
 )
+from .contract.text import STRING, as_text_table, text_column, text_schema
 from .engine import Engine
 from .errors import (
     BundleError,
@@ -79,6 +80,8 @@ from .model.custom_objects import (
     load_custom_objects,
     save_custom_objects,
 )
+from .model.legacy import check_bundlable
+from .model.signature import dtype_name_or_none
 from .steps import load_step, postprocess_mode, save_step
 from .steps.rules import input_rules
 from .storage import Located, locate, open_root
@@ -162,11 +165,15 @@ class Bundle:
         self._user_custom_objects = dict(custom_objects or {})
         if input_example is None and image is not None:
             input_example = _dataset_example(image)
+        check_bundlable(model)
+        text_input = _text_input(model)
+        if text_input is not None:  # texts: a table of one text column, named after the input
+            input_example = _or(as_text_table(input_example, text_input), input_example)
         self._example = input_example
         self.name = name or str(getattr(model, "name", None) or "model")
         self.version = store.check_version_name(str(version)) if version is not None else None
         self._metadata = _json_checked(dict(metadata or {}))
-        self._schema = _infer_input_schema(input_example, self._preprocess, model)
+        self._schema = _infer_input_schema(input_example, self._preprocess, model, text_input)
         if image is not None:
             self._schema = _with_image(self._schema, image)
         self._manifest: Manifest | None = None
@@ -799,7 +806,12 @@ class Bundle:
             custom,
             safe_mode=not trusted,
             compile=compile and not skipped,
-            optimizer_state=manifest.model.get("includes_optimizer", True),
+            # Saved without optimizer state (left out, or never trained): Keras' warning
+            # that it found none to restore says nothing the manifest does not.
+            optimizer_state=bool(
+                manifest.model.get("includes_optimizer", True)
+                and manifest.model.get("optimizer_bytes", 1)
+            ),
         )
         if check:
             _check_portable(manifest, running, model=model)
@@ -1676,7 +1688,26 @@ def _json_checked(metadata: dict[str, Any]) -> dict[str, Any]:
     return metadata
 
 
-def _infer_input_schema(example: Any, preprocess: Sequence[Any], model: Any) -> InputSchema | None:
+def _or(value: Any, default: Any) -> Any:
+    return default if value is None else value
+
+
+def _text_input(model: Any) -> str | None:
+    """The column name of a model whose only input is a string tensor, else None."""
+    try:
+        inputs = list(model.inputs)
+    except (AttributeError, ValueError):
+        return None
+    if len(inputs) != 1 or dtype_name_or_none(inputs[0].dtype) != STRING:
+        return None
+    return text_column(getattr(inputs[0], "name", None))
+
+
+def _infer_input_schema(
+    example: Any, preprocess: Sequence[Any], model: Any, text_input: str | None = None
+) -> InputSchema | None:
+    if example is None and not preprocess and text_input is not None:
+        return text_schema(text_input)
     rules = input_rules(preprocess)
     n_features = rules.n_features
     missing = sorted(rules.missing_handled)
@@ -1779,7 +1810,7 @@ def _model_inputs(model: Any) -> dict[str, tuple[tuple, str]] | None:
         inputs = list(model.inputs)
     except (AttributeError, ValueError):
         return None
-    return {str(t.name): (tuple(t.shape[1:]), str(np.dtype(t.dtype).name)) for t in inputs} or None
+    return {str(t.name): (tuple(t.shape[1:]), dtype_name_or_none(t.dtype)) for t in inputs} or None
 
 
 def _check_version_name(located: Located, manifest: Manifest) -> None:

@@ -13,8 +13,10 @@ from typing import Any
 import numpy as np
 
 from .contract import n_rows, slice_rows
+from .contract.text import STRING, text_model_input
 from .errors import BundleError, SchemaError
 from .model.inference import place_rows
+from .model.signature import numpy_dtype
 from .steps import Postprocessor, Preprocessor
 
 _DONE = object()
@@ -23,6 +25,7 @@ _DONE = object()
 DEFAULT_BATCH_BYTES = 16 << 20
 MIN_BATCH_ROWS, MAX_BATCH_ROWS = 256, 16384
 DEFAULT_UNKNOWN_BATCH_ROWS = 4096  # before a subclassed model's first call
+TEXT_BYTES = 256  # a text input's size, for chunking
 
 __all__ = ["Engine"]
 
@@ -199,7 +202,7 @@ class Engine:
                 return DEFAULT_UNKNOWN_BATCH_ROWS
         inputs = self.signature[0]
         row_bytes = sum(
-            math.prod(d or 1 for d in spec["shape"][1:]) * np.dtype(spec["dtype"]).itemsize
+            math.prod(d or 1 for d in spec["shape"][1:]) * _itemsize(spec["dtype"])
             for spec in inputs
         )
         rows = DEFAULT_BATCH_BYTES // max(row_bytes, 1)
@@ -208,7 +211,9 @@ class Engine:
     def _empty_scores(self) -> Any:
         outputs = self.signature[1]
         arrays = {
-            spec["name"]: np.zeros([0, *(d or 0 for d in spec["shape"][1:])], spec["dtype"])
+            spec["name"]: np.zeros(
+                [0, *(d or 0 for d in spec["shape"][1:])], numpy_dtype(spec["dtype"])
+            )
             for spec in outputs
         }
         if len(arrays) == 1:
@@ -232,7 +237,14 @@ class Engine:
         return _cast(x, specs[0])
 
 
+def _itemsize(dtype: str) -> int:
+    """Bytes per value of a model input; a text counts as a short sentence."""
+    return TEXT_BYTES if dtype == STRING else np.dtype(dtype).itemsize
+
+
 def _cast(x: Any, spec: Mapping[str, Any]) -> np.ndarray:
+    if spec["dtype"] == STRING:
+        return text_model_input(x, spec["name"], spec["shape"])
     x = np.asarray(x)
     expected = spec["shape"]
     compatible = x.ndim == len(expected) and all(

@@ -208,12 +208,15 @@ def _array_schema(array: np.ndarray, handled: bool, refused: bool = False) -> Ar
     if array.ndim == 0:
         raise ValueError("The example must have a batch axis; got a 0-d array.")
     family = _dtype_family(array.dtype)
+    dtype = str(array.dtype)
     if family == "object":
         values = pd.Series(array.reshape(-1), dtype=object)
         family = "string" if pdt.infer_dtype(values, skipna=True) == "string" else "any"
+    if family == "string":  # texts of any width: fixed-width str would cut longer ones
+        dtype = "object"
     return ArraySchema(
         shape=tuple(int(dim) for dim in array.shape[1:]),
-        dtype=str(array.dtype),
+        dtype=dtype,
         value_kind=family if family in KINDS and family != "categorical" else "any",
         has_missing=bool(pd.isna(array).any()),
         missing_handled=handled,

@@ -312,6 +312,10 @@ def _read_frame(
     raw: Any, names: Sequence[Any], subject: str
 ) -> tuple[pd.DataFrame | None, list[_Problem]]:
     """Any accepted tabular raw form as a DataFrame (not yet validated)."""
+    if len(names) == 1:
+        column = _one_column(raw, names[0])
+        if column is not None:
+            return column, []
     reader = next((read for types, read in _FRAME_READERS if isinstance(raw, types)), None)
     if reader is None:
         return None, [_unsupported(raw, subject, _TABULAR_FORMS)]
@@ -320,6 +324,32 @@ def _read_frame(
     except (TypeError, ValueError, OverflowError) as exc:
         text = f"{subject} could not be read as a table: {str(exc).splitlines()[0]}"
         return None, [_Problem(text)]
+
+
+def _one_column(raw: Any, name: Any) -> pd.DataFrame | None:
+    """A table of one column from its values alone, or None for the general readers.
+
+    With one column there is no ambiguity: one value (a str, a number) is one row; a list,
+    tuple, 1-D array, pyarrow array, or a Series that is not a row keyed by the column
+    name, holds one value per row. Rows of values (lists, dicts) go to the general readers.
+    """
+    if isinstance(raw, (str, bytes, int, float, np.generic)) and not isinstance(raw, np.ndarray):
+        return pd.DataFrame({name: [raw]})
+    if isinstance(raw, pd.Series):
+        if name in raw.index:
+            return None  # one row as a Series keyed by column names
+        return pd.DataFrame({name: raw.reset_index(drop=True)})
+    if isinstance(raw, np.ndarray):
+        return pd.DataFrame({name: raw}) if raw.ndim == 1 and len(raw) != 1 else None
+    if isinstance(raw, (list, tuple)):
+        if not raw or any(_is_listlike(v) or isinstance(v, Mapping) for v in raw):
+            return None
+        return pd.DataFrame({name: pd.Series(list(raw), dtype=object)})
+    if type(raw).__module__.startswith("pyarrow") and hasattr(raw, "to_pandas"):
+        if hasattr(raw, "column_names"):  # a pyarrow Table: its columns by name
+            return raw.to_pandas()
+        return pd.DataFrame({name: raw.to_pandas().reset_index(drop=True)})
+    return None
 
 
 def _frame_from_frame(
@@ -436,14 +466,11 @@ def _width_problem(shape: tuple[int, ...], names: Sequence[Any], subject: str) -
     )
     expected = _fmt_shape((None, width))
     text = f"{subject} has shape {_fmt_shape(shape)}, but the bundle expects {expected}: {got}."
-    if width == 1 and len(shape) == 1:
-        text += f"\nFor {_plural(shape[0], 'row')} of one column, use np.reshape(x, (-1, 1))."
-    else:
-        text += (
-            "\nArray input is matched to the columns by position, in training order:\n"
-            f"{_capped([str(name) for name in names], width)}\n"
-            f"Pass all {width:,} columns in that order, or a DataFrame with named columns."
-        )
+    text += (
+        "\nArray input is matched to the columns by position, in training order:\n"
+        f"{_capped([str(name) for name in names], width)}\n"
+        f"Pass all {width:,} columns in that order, or a DataFrame with named columns."
+    )
     return _Problem(text, "axis 1")
 
 

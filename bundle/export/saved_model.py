@@ -72,13 +72,14 @@ import re
 import shutil
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..contract.images import ImageInput
+from ..contract.text import STRING
 from ..errors import (
     BundleError,
     ExportError,
@@ -368,6 +369,17 @@ class _Plan:
                     "single-output models"
                 )
         self.names = None
+        # A text model with no preprocess step: its one text column feeds its string input
+        # as it comes. An empty string is a text there, not a missing value.
+        self.direct_text = (
+            not bundle.preprocess
+            and len(self.model_inputs) == 1
+            and self.model_inputs[0]["dtype"] == STRING
+            and len(self.inputs) == 1
+            and self.inputs[0].is_text
+        )
+        if self.direct_text:
+            self.inputs = [replace(self.inputs[0], seen=(), allows_missing=True)]
         self.bundle_steps = list(bundle.preprocess)
         self.steps = [self._step(step, i) for i, step in enumerate(bundle.preprocess)]
         self.post = self._postprocess(bundle, model_outputs[0]["shape"] if model_outputs else [])
@@ -445,6 +457,8 @@ class _Plan:
         label = "The input" if spec.column == ARRAY_INPUT else f"Column {spec.column!r}"
         if spec.image is not None:
             return self._decode_images(spec.image, tensor)
+        if self.direct_text:
+            return tensor
         if spec.is_text:
             missing = tf.equal(tensor, build.missing_token)
             column = Text(tensor, missing, spec.sentinel)
@@ -534,6 +548,8 @@ class _Plan:
         return TensorFrame(tf.shape(first)[0], columns=columns)
 
     def _preprocess(self, columns: list[Any]) -> Any:
+        if self.direct_text:
+            return columns[0]
         if not self.steps:
             if len(self.inputs) == 1 and self.inputs[0].column == ARRAY_INPUT:
                 return columns[0]
@@ -564,6 +580,8 @@ class _Plan:
         tf = self.tf
         spec = self.model_inputs[0]
         expected, got = list(spec["shape"]), x.shape.as_list()
+        if spec["dtype"] == STRING and len(got) == 1 and expected[1:] in ([], [1]):
+            got = [got[0], *expected[1:]]
         if len(got) != len(expected) or any(
             e is not None and g is not None and e != g
             for e, g in zip(expected[1:], got[1:], strict=True)
@@ -572,7 +590,10 @@ class _Plan:
                 f"the preprocessed input has shape {tuple(got)}, but the model expects "
                 f"{tuple(expected)}"
             )
-        x = tf.cast(x, spec["dtype"])
+        if spec["dtype"] == STRING:  # texts: a column feeds an input of shape (None, 1)
+            x = tf.reshape(x, [-1, *[int(d) for d in expected[1:]]])
+        else:
+            x = tf.cast(x, spec["dtype"])
         output = self.model_outputs[0]
         dims = score_shape(output["shape"])
         if dims is None:
@@ -624,6 +645,45 @@ def _trace(plan: _Plan, bundle: Any) -> tuple[Any, Any]:
     module.tables = list(plan.build.tables)
     module.serve = tf.function(plan.serve, input_signature=[plan.signature()], autograph=False)
     return module, module.serve.get_concrete_function()
+
+
+def _refuse_failing_layer(bundle: Any, exc: Exception, what: str) -> None:
+    """Refuse the export by the layer's name when a layer of the model is what failed.
+
+    A failure while tracing names its layer from the stack. TensorFlow's refusal to save a
+    resource created inside ``call()`` (a lookup table) names no layer: the layers that are
+    not Keras' own are named as the ones that can do that.
+    """
+    from ..model import model_failure
+
+    if "untracked" in str(exc):
+        custom = [
+            f"{layer.name!r} ({type(layer).__name__})"
+            for layer in bundle.model._flatten_layers(include_self=False)
+            if not type(layer).__module__.startswith("keras.")
+        ]
+        suspects = f": {', '.join(custom)}" if custom else ""
+        raise ExportError(
+            f"Cannot export bundle {bundle.name!r}: a layer creates a TensorFlow resource (a "
+            "lookup table, a variable) inside call(), which a SavedModel cannot hold; the "
+            f"layers that are not Keras' own{suspects}.\nCreate the resource in the layer's "
+            "__init__() or build(), or serve this bundle with `bundle serve`. Nothing was "
+            "written."
+        ) from exc
+    failure = model_failure(bundle.model, exc, "the export")
+    if failure.layer is None:
+        return
+    layer = next(
+        (x for x in bundle.model._flatten_layers(include_self=False) if x.name == failure.layer),
+        None,
+    )
+    kind = type(layer).__name__ if layer is not None else "layer"
+    raise ExportError(
+        f"Cannot export bundle {bundle.name!r}: layer {failure.layer!r} ({kind}) cannot be "
+        f"{what}: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}\nNothing was "
+        "written. Serve this bundle with `bundle serve` (it runs the model as Keras does), "
+        "or rebuild the layer from TensorFlow ops."
+    ) from exc
 
 
 def _refuse(bundle: Any, problems: Sequence[str]) -> UnsupportedFormatError:
@@ -725,6 +785,7 @@ def export_saved_model(
         except NoForm as exc:
             problems.append(str(exc))
         except Exception as exc:  # TensorFlow's errors are not for the caller to parse
+            _refuse_failing_layer(bundle, exc, "traced into one TensorFlow graph")
             raise ExportError(
                 f"Building the TensorFlow graph of bundle {bundle.name!r} failed: "
                 f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}\nThis is a bug in "
@@ -745,10 +806,13 @@ def export_saved_model(
     problems.extend(p for p in clash if p not in problems)
     if problems:
         raise _refuse(bundle, problems)
-    return _write(module, concrete, _info(bundle, plan, concrete), out, overwrite=overwrite)
+    info = _info(bundle, plan, concrete)
+    return _write(module, concrete, info, out, overwrite=overwrite, bundle=bundle)
 
 
-def _write(module: Any, concrete: Any, info: dict[str, Any], out: Path, *, overwrite: bool) -> Path:
+def _write(
+    module: Any, concrete: Any, info: dict[str, Any], out: Path, *, overwrite: bool, bundle: Any
+) -> Path:
     """Save into a staging directory next to `out`, then rename it into place."""
     tf_ = tf()
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -758,6 +822,7 @@ def _write(module: Any, concrete: Any, info: dict[str, Any], out: Path, *, overw
         try:
             tf_.saved_model.save(module, str(target), signatures={SIGNATURE_KEY: concrete})
         except Exception as exc:
+            _refuse_failing_layer(bundle, exc, "saved as a TensorFlow SavedModel")
             raise ExportError(
                 f"TensorFlow could not save the exported graph: {type(exc).__name__}: "
                 f"{str(exc).splitlines()[0][:300]}\nNothing was written to {out}."

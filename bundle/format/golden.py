@@ -1,6 +1,7 @@
 """The stored input example and the outputs it produced at save time ("golden outputs").
 
-Written without pickle: DataFrames as Parquet, arrays as ``.npy``, several of either (a
+Written without pickle: DataFrames as Parquet, arrays as ``.npy`` (texts as fixed-width
+unicode), several of either (a
 multi-input example) as one file per input, so reading them back never executes code.
 """
 
@@ -36,7 +37,13 @@ def _write_one(value: Any, stem: Path) -> str:
         value.to_parquet(path, index=False)
     else:
         path = stem.with_suffix(".npy")
-        np.save(path, np.asarray(value), allow_pickle=False)
+        array = storable(value)  # texts as fixed-width unicode: no pickle
+        if array is None:
+            raise ValueError(
+                f"The input example {stem.name!r} holds values that cannot be stored without "
+                f"pickle (dtype {np.asarray(value).dtype}): pass numbers, booleans or texts."
+            )
+        np.save(path, array, allow_pickle=False)
     return path.name
 
 

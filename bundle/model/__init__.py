@@ -13,11 +13,12 @@ from .inference import InferenceFunction, inference_function
 from .keras_io import import_keras, load_model, save_model
 from .portability import backend_error, check_portable, portability_problems
 from .precision import PRECISIONS, reduced_precision
-from .signature import model_signature, output_structure
+from .signature import STRING, model_signature, numpy_dtype, output_structure
 
 __all__ = [
     "BACKENDS",
     "PRECISIONS",
+    "STRING",
     "InferenceFunction",
     "backend_error",
     "backend_name",
@@ -31,6 +32,7 @@ __all__ = [
     "missing_globals",
     "model_failure",
     "model_signature",
+    "numpy_dtype",
     "output_structure",
     "portability_problems",
     "reduced_precision",

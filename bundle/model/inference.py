@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from .keras_io import import_keras
+from .signature import numpy_dtype
 
 __all__ = ["IMPLEMENTATIONS", "InferenceFunction", "inference_function", "place_rows"]
 
@@ -45,7 +46,7 @@ class InferenceFunction:
         self.model = model
         self.inputs = inputs
         self.multi_input = len(inputs) > 1
-        own = tuple(np.dtype(spec["dtype"]).name for spec in inputs)
+        own = tuple(numpy_dtype(spec["dtype"]).name for spec in inputs)
         self._function = self._build(own)
         self._functions: dict[tuple[str, ...], Any] = {own: self._function}
 
@@ -73,7 +74,7 @@ class InferenceFunction:
         """The dtype the model expects for input `name` (the only input when None)."""
         for spec in self.inputs:
             if name is None or spec["name"] == name:
-                return np.dtype(spec["dtype"])
+                return numpy_dtype(spec["dtype"])
         raise KeyError(name)
 
     def ordered(self, x: Any) -> Any:

@@ -63,9 +63,11 @@ def save_model(model: Any, path: Path, *, include_optimizer: bool = True) -> dic
         that state is in the file.
     """
     optimizer = getattr(model, "optimizer", None)
+    # An optimizer never built (compiled, not trained) holds no state: 0 bytes.
+    built = optimizer is not None and getattr(optimizer, "built", True)
     record = {
         "weights_bytes": _nbytes(getattr(model, "weights", [])),
-        "optimizer_bytes": _nbytes(getattr(optimizer, "variables", [])),
+        "optimizer_bytes": _nbytes(getattr(optimizer, "variables", [])) if built else 0,
         "includes_optimizer": bool(include_optimizer and optimizer is not None),
     }
     try:

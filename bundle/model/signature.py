@@ -7,15 +7,28 @@ from typing import Any
 
 import numpy as np
 
+from ..contract.text import STRING
 from ..errors import ModelError
 
-__all__ = ["model_signature", "output_structure"]
+__all__ = ["STRING", "model_signature", "numpy_dtype", "output_structure"]
+
+
+def dtype_name(dtype: Any) -> str:
+    """A tensor's dtype as a signature records it: numpy's name, or "string"."""
+    if str(dtype) in (STRING, "tf.string", "<dtype: 'string'>"):
+        return STRING
+    return str(np.dtype(dtype).name)
+
+
+def numpy_dtype(name: str) -> np.dtype:
+    """The numpy dtype of a signature dtype: strings are Python ``str`` objects."""
+    return np.dtype(object) if name == STRING else np.dtype(name)
 
 
 def _tensor_spec(tensor: Any, fallback_name: str) -> dict[str, Any]:
     name = getattr(tensor, "name", None) or fallback_name
     shape = [None if dim is None else int(dim) for dim in tensor.shape]
-    return {"name": str(name), "shape": shape, "dtype": str(np.dtype(tensor.dtype).name)}
+    return {"name": str(name), "shape": shape, "dtype": dtype_name(tensor.dtype)}
 
 
 def model_signature(model: Any, sample_input: Any = None) -> tuple[list[dict], list[dict]]:
@@ -59,6 +72,13 @@ def _output_names(model: Any, count: int) -> list[str]:
     return [str(name) for name in getattr(model, "output_names", None) or []]
 
 
+def dtype_name_or_none(dtype: Any) -> str | None:
+    try:
+        return dtype_name(dtype)
+    except TypeError:
+        return None
+
+
 def output_structure(model: Any, result: Any = None) -> str:
     """How the model returns its outputs: ``"single"``, ``"list"`` or ``"dict"``.
 
@@ -76,6 +96,9 @@ def output_structure(model: Any, result: Any = None) -> str:
 
 def _signature_from_call(model: Any, sample_input: Any) -> tuple[list[dict], list[dict]]:
     def spec(name: str, array: Any) -> dict[str, Any]:
+        dtype = getattr(array, "dtype", None)
+        if dtype is not None and dtype_name_or_none(dtype) == STRING:
+            return {"name": name, "shape": [None, *array.shape[1:]], "dtype": STRING}
         array = np.asarray(array)
         return {"name": name, "shape": [None, *array.shape[1:]], "dtype": array.dtype.name}
 

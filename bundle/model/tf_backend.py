@@ -122,8 +122,8 @@ class TensorFlowInference(InferenceFunction):
         import tensorflow as tf
 
         model, inputs = self.model, self.inputs
-        specs = {
-            spec["name"]: tf.TensorSpec(spec["shape"], dtype)
+        specs = {  # texts arrive as object arrays of str: tf.string
+            spec["name"]: tf.TensorSpec(spec["shape"], tf.string if dtype == "object" else dtype)
             for spec, dtype in zip(inputs, dtypes, strict=True)
         }
         signature = [specs] if self.multi_input else list(specs.values())
@@ -152,4 +152,16 @@ class TensorFlowInference(InferenceFunction):
             # The traced graph itself: calling it skips tf.function's per-call dispatch
             # (matching the arguments to the signature), 40% of a one-row call.
             concrete = self._concrete.setdefault(id(function), function.get_concrete_function())
-        return to_numpy(concrete(x), lambda value: value.numpy())
+        return to_numpy(concrete(x), _tensor_to_numpy)
+
+
+def _tensor_to_numpy(tensor: Any) -> np.ndarray:
+    """A result tensor as NumPy; strings (``tf.string``: bytes) as Python ``str``."""
+    array = tensor.numpy()
+    if array.dtype == object:
+        decoded = np.empty(array.shape, dtype=object)
+        decoded.ravel()[:] = [
+            v.decode("utf-8", "replace") if isinstance(v, bytes) else v for v in array.ravel()
+        ]
+        return decoded
+    return array
