@@ -41,6 +41,7 @@ from .errors import (
 )
 from .format.manifest import FORMAT_VERSION, Manifest
 from .format.verification import Check, VerifyReport
+from .packing import Packed, pack
 from .releases import archive, gc, list_versions, pull, push, sign, tag, verify
 from .storage import GcReport, Leftover, VersionInfo
 
@@ -69,6 +70,7 @@ __all__ = [
     "ManifestError",
     "MissingDependencyError",
     "ModelError",
+    "Packed",
     "RegistryError",
     "SchemaError",
     "SignatureError",
@@ -87,6 +89,7 @@ __all__ = [
     "archive",
     "gc",
     "list_versions",
+    "pack",
     "pull",
     "push",
     "sign",

@@ -39,6 +39,7 @@ PUBLIC = [
     "ManifestError",
     "MissingDependencyError",
     "ModelError",
+    "Packed",
     "RegistryError",
     "SchemaError",
     "SignatureError",
@@ -57,6 +58,7 @@ PUBLIC = [
     "archive",
     "gc",
     "list_versions",
+    "pack",
     "pull",
     "push",
     "sign",
@@ -79,6 +81,7 @@ RANKS = {
     "drift": 3,  # drift statistics, reports and live windows against the stored profile
     "core": 4,  # `Bundle`
     "releases": 4,
+    "packing": 4,  # `pack`: a bundle from the files a team already has
     # Edges, above the public surface (rank 5): each goes through the public API or the
     # named interface of a lower package.
     "export": 6,

@@ -8,6 +8,7 @@ from . import (  # noqa: F401  (register the commands)
     drift,
     gc,
     inspect,
+    pack,
     predict,
     releases,
     serve,

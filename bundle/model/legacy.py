@@ -9,6 +9,7 @@ time the model is built, so a bundle could not carry it; it is refused, with wha
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -80,6 +81,10 @@ def load_model_file(path: str | Path, custom_objects: Mapping[str, Any] | None =
         raise UsageError(f"{path.name}: expected a Keras model file ({known}).")
     keras = import_keras()
     objects = dict(custom_objects or {})
+    # Keras' HDF5 reader logs that compiled metrics are built on first use: not news here.
+    absl = logging.getLogger("absl")
+    level = absl.level
+    absl.setLevel(logging.ERROR)
     try:
         try:
             model = keras.saving.load_model(str(path), custom_objects=objects, safe_mode=False)
@@ -95,5 +100,7 @@ def load_model_file(path: str | Path, custom_objects: Mapping[str, Any] | None =
             "\nA custom layer or function needs its class: pass it as a custom object "
             "(bundle pack --custom-object module:Name)."
         ) from exc
+    finally:
+        absl.setLevel(level)
     check_bundlable(model)
     return model
