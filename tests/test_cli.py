@@ -43,6 +43,7 @@ COMMANDS = [
     "push",
     "pull",
     "gc",
+    "pack",
 ]
 COLUMNS = ["age", "income", "score", "visits", "plan", "region"]
 

@@ -192,6 +192,27 @@ def test_missing_texts_in_the_example_are_refused_with_what_to_do(classifier, tm
     assert not [p for p in tmp_path.iterdir() if not p.name.startswith(".")]
 
 
+def test_missing_texts_replayed_as_training_filled_them(tmp_path):
+    """Training filled missing reviews with "": a SimpleImputer step replays that (stored
+    without pickle), so None is predicted exactly as the empty text."""
+    import keras
+    from sklearn.impute import SimpleImputer
+
+    texts, _ = reviews(10, seed=7)
+    frame = pd.DataFrame({"review": pd.Series([*texts[:9], None], dtype=object)})
+    fill = SimpleImputer(strategy="constant", fill_value="", missing_values=None).fit(frame)
+    keras.utils.set_random_seed(0)
+    vectorize = keras.layers.TextVectorization(max_tokens=40, output_sequence_length=6)
+    vectorize.adapt(texts)
+    inputs = keras.Input(shape=(1,), dtype="string", name="review")
+    pooled = keras.layers.GlobalAveragePooling1D()(keras.layers.Embedding(40, 4)(vectorize(inputs)))
+    model = keras.Model(inputs, keras.layers.Dense(1)(pooled))
+    path = Bundle(model, preprocess=fill, input_example=frame, name="filled").save(tmp_path)
+    loaded = Bundle.load(path)  # the imputer is stored natively: no trusted=True
+    got = loaded.predict([texts[0], None])
+    np.testing.assert_allclose(got, expected_scores(model, [texts[0], ""]), rtol=0, atol=ATOL)
+
+
 @pytest.mark.slow
 def test_served_over_rest_and_grpc_as_bytes_tensors(classifier, tmp_path):
     pytest.importorskip("uvicorn")

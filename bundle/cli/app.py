@@ -132,7 +132,7 @@ def _emit_json(data: Any) -> None:
 @click.pass_context
 def cli(ctx: click.Context, debug: bool, verbose: bool) -> None:
     """Inspect, verify, list, predict with, check drift of, archive, sign, push, pull, tag,
-    diff, serve and gc keras-bundles.
+    diff, serve, gc and pack keras-bundles.
 
     PATH is a bundle version directory, a root of versions (the highest, or --version),
     ROOT@ALIAS, a .tar.gz/.zip archive, any of these as an fsspec URL (s3://...), or an OCI
