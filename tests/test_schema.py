@@ -235,7 +235,7 @@ def test_to_dict_from_dict_round_trips_through_json(name):
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"kind": "table"}, "unknown kind 'table'; known kinds: tabular, array, multi"),
+        ({"kind": "table"}, "unknown kind 'table'; known kinds: tabular, array, image, multi"),
         ({"extra": 1}, "Unknown keys in a tabular schema: extra"),
         ({"columns": [{"name": "a", "kind": "float", "dtype": "float64", "x": 1}]}, "Unknown keys"),
         ({"columns": [{"name": "a", "kind": "float"}]}, "Missing keys in a column: dtype"),
