@@ -40,7 +40,7 @@ def _postprocess(items: tuple[str, ...]) -> list[str] | dict[str, str]:
 
 @cli.command(
     context_settings=CONTEXT_SETTINGS,
-    short_help="Build a bundle from a model file, pickled steps and an example file.",
+    short_help="Build a bundle from a model file, pickled steps and an example.",
 )
 @click.argument("root")
 @click.option(
