@@ -939,7 +939,7 @@ def test_workers_that_cannot_load_stop_the_server_with_the_reason(lambda_bundle)
     )
     assert result.returncode != 0
     last = result.stderr.strip().splitlines()[-3:]
-    assert any(line.startswith("bundle.errors.BundleError: Refusing to load") for line in last)
+    assert any(line.startswith("bundle.errors.UnsafeLoadError: Refusing to load") for line in last)
     assert "trusted=True" in result.stderr
 
 

@@ -173,13 +173,35 @@ def run(
         )
         done.set()
         if error_file.exists():  # the workers stopped the server: they could not load
-            raise BundleError(error_file.read_text(encoding="utf-8"))
+            raise _worker_error(error_file.read_text(encoding="utf-8"))
     finally:
         done.set()
         os.environ.pop(CONFIG_ENV, None)
         if own_metrics:
             os.environ.pop(MULTIPROC_ENV, None)
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _worker_error(text: str) -> BundleError:
+    """The error a worker could not load with, as its own class when that takes a message.
+
+    The worker's exception does not cross the process boundary; its class name and message
+    do, so the caller of `run` catches an `UnsafeLoadError` as it would from `Bundle.load`.
+    """
+    from .. import errors
+
+    try:
+        record = json.loads(text)
+        error_class = getattr(errors, record["class"], BundleError)
+        message = str(record["message"])
+    except (ValueError, KeyError, TypeError):
+        return BundleError(text)
+    if not (isinstance(error_class, type) and issubclass(error_class, BundleError)):
+        error_class = BundleError
+    try:
+        return error_class(message)
+    except TypeError:  # an error class with required attributes: the message still says it
+        return BundleError(message)
 
 
 def worker_app() -> Any:
@@ -194,7 +216,7 @@ def worker_app() -> Any:
             contextlib.suppress(FileExistsError),
             open(config["error_file"], "x", encoding="utf-8") as handle,
         ):
-            handle.write(str(exc))
+            json.dump({"class": type(exc).__name__, "message": str(exc)}, handle)
         # uvicorn's supervisor restarts a worker that died, but stops on this exit code:
         # every restart would fail the same way.
         raise SystemExit(_STARTUP_FAILURE) from exc
