@@ -22,6 +22,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import statistics
@@ -38,7 +39,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import _report  # noqa: E402
-from serve_bench import HOST, free_port, measure, stop, wait_http  # noqa: E402
+from serve_bench import HOST, Target, closed_loop, free_port, wait_http  # noqa: E402
 
 WORK = HERE / "_work" / "drift"
 SECTION = "Drift"
@@ -226,11 +227,32 @@ def measure_observe(bundle_dir: Path) -> list[tuple[int, float, float]]:
     return json.loads(child(code)[2].strip().splitlines()[-1])
 
 
+def closed_loop_rate(
+    port: int, bodies: list[bytes], concurrency: int, max_requests: int, max_seconds: float
+) -> tuple[float, int]:
+    """Requests/s and failed requests of `concurrency` clients sending back to back."""
+    target = Target("drift", "http", port, bodies)
+    asyncio.run(closed_loop(target, min(concurrency, 4), 50, max_seconds))  # warm-up
+    latencies, errors, seconds = asyncio.run(
+        closed_loop(target, concurrency, max_requests, max_seconds)
+    )
+    return (len(latencies) / seconds if seconds else 0.0), errors
+
+
+def stop(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=10)
+
+
 def start_server(bundle_dir: Path, port: int, log: Path, drift_window: float):
     code = (
         "from bundle.serve import run; "
         f"run({str(bundle_dir)!r}, host={HOST!r}, port={port}, max_wait_ms=2.0, "
-        f"drift_window={drift_window}, log_level='warning')"
+        f"drift_window={drift_window}, grpc_port=None, log_level='warning')"
     )
     handle = open(log, "w")  # noqa: SIM115 -- closed when the process is reaped
     process = subprocess.Popen([sys.executable, "-c", code], stdout=handle, stderr=handle)
@@ -259,13 +281,13 @@ def measure_serving(bundle_dir: Path, args: argparse.Namespace, tmp: Path) -> di
                         http_post(port, "/predict", json.dumps({"records": [r]}).encode())
                         for r in records
                     ]
-                    level = measure(
-                        name, port, bodies, concurrency, args.requests, args.duration, 50
+                    rps, errors = closed_loop_rate(
+                        port, bodies, concurrency, args.requests, args.duration
                     )
-                    if level.errors:
-                        raise RuntimeError(f"{name}: {level.errors} failed requests")
-                    results.setdefault((name, concurrency), []).append(level.rps)
-                    print(f"  {name:>9} c={concurrency:<3} {level.rps:8.0f} req/s", flush=True)
+                    if errors:
+                        raise RuntimeError(f"{name}: {errors} failed requests")
+                    results.setdefault((name, concurrency), []).append(rps)
+                    print(f"  {name:>9} c={concurrency:<3} {rps:8.0f} req/s", flush=True)
         on_port = servers["drift on"][1]
         import urllib.request
 
