@@ -7,6 +7,7 @@ import socket
 import threading
 import time
 
+import pandas as pd
 import pytest
 from conftest import REPO, make_tabular_frame
 
@@ -104,6 +105,8 @@ def test_live_drift_counts_what_the_server_scores(loaded):
     outputs = {f["name"] for f in report["features"] if f["role"] == "output"}
     assert outputs == {"prediction", "score_churn", "score_stay", "score_upgrade"}
     assert samples(metrics, "bundle_drift_window_rows") == {(): 400.0}
+    assert samples(metrics, "bundle_drift_uncounted_rows_total") == {(): 0.0}
+    assert report["uncounted_rows"] == 0
     key = (("feature", "plan"), ("role", "input"))
     assert samples(metrics, "bundle_drift_unseen_share")[key] == 0.25
     assert samples(metrics, "bundle_drift_detected")[key] == 1.0
@@ -122,3 +125,47 @@ def test_live_drift_off_and_without_a_profile(loaded):
         answer = client.get(f"{url}/drift")
     assert answer.status_code == 404
     assert "the bundle has no training profile" in answer.json()["error"]
+
+
+def _columns(frame) -> dict:
+    """A batch as the server's batch worker holds it: request columns as lists."""
+    return {
+        name: frame[name].astype(object).where(frame[name].notna(), None).tolist()
+        for name in frame.columns
+    }
+
+
+def test_live_drift_counts_off_the_request_path_with_a_bounded_backlog(loaded, monkeypatch):
+    from bundle.serve import drift
+
+    frame, _ = make_tabular_frame(64, seed=37)
+    columns = _columns(frame)
+    scores = loaded.predict(frame, postprocess=False)
+    labels = loaded.decode(scores)
+    monkeypatch.setattr(drift, "FLUSH_ROWS", 128)
+    live = drift.LiveDrift(loaded, seconds=60.0)
+    for _ in range(4):  # 256 rows: two hand-offs to the counting thread, nothing held
+        live.observe(columns, scores, labels, 64)
+    deadline = time.monotonic() + TIMEOUT
+    while live.window.snapshot().rows < 256:  # no flush: the thread counts them
+        assert time.monotonic() < deadline, "the counting thread did not count"
+        time.sleep(0.01)
+    assert live._thread is not None and live._thread.name == "bundle-drift-counter"
+
+    # A counter that falls behind: rows past the backlog bound are tallied, not held.
+    monkeypatch.setattr(drift, "MAX_BACKLOG_ROWS", 192)
+    with live._counting:  # the counter is busy
+        for _ in range(5):
+            live.observe(columns, scores, labels, 64)
+    assert live.uncounted_rows == 2 * 64  # 3 batches fit the bound of 192 rows
+    report = live.to_dict()  # counts what is held first
+    assert report["rows"] == 256 + 3 * 64 and report["uncounted_rows"] == 128
+    expected = loaded.drift(pd.concat([frame] * 7), outputs=True).to_dict()
+    ages = {f["name"]: f for f in report["features"]}["age"]
+    assert ages["ks"] == pytest.approx(
+        {f["name"]: f for f in expected["features"]}["age"]["ks"], abs=1e-12
+    )
+    from bundle.serve.drift import DriftCollector
+
+    families = {family.name: family for family in DriftCollector(live).collect()}
+    assert families["bundle_drift_uncounted_rows"].samples[0].value == 128
