@@ -1179,10 +1179,11 @@ class Bundle:
                 return None
         source = image_io.open_images(raw)
         image = schema.image
+        tensors = image.decoder == "tensorflow" and self._get_engine().takes_tensors
 
         def batches(size: int, on_error: str, workers: int | None) -> Iterator[Any]:
             return image_io.iter_batches(
-                source, image, batch_size=size, on_error=on_error, workers=workers
+                source, image, batch_size=size, on_error=on_error, workers=workers, tensors=tensors
             )
 
         return _Stream(source.id_name, source.count, batches, overlap=False)
@@ -1206,6 +1207,10 @@ class Bundle:
             inputs, batch.images = batch.images, None  # a batch's pixels are freed once scored
             if inputs is None or len(inputs) == 0:
                 return batch, None
+            if not isinstance(inputs, np.ndarray):  # a tensor from the recorded TF decoder
+                if engine.fits_model(inputs):
+                    return batch, inputs  # canonical by construction: straight to the model
+                inputs = inputs.numpy()
             return batch, engine.prepare(self._coerce(inputs, strict=strict))
 
         def infer(prepared: Any) -> Any:

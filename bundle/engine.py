@@ -104,6 +104,29 @@ class Engine:
             self._functions[precision] = self._function_cls(model, self.signature[0])
         return self._functions[precision]
 
+    @property
+    def takes_tensors(self) -> bool:
+        """Whether a TensorFlow tensor can go to the model as it is: a TensorFlow model with
+        one input and no preprocess steps (decoded images then skip two copies)."""
+        function = self.function()
+        return (
+            function.backend == "tensorflow"
+            and not self.preprocess.steps
+            and (len(self.signature[0]) == 1)
+        )
+
+    def fits_model(self, tensor: Any) -> bool:
+        """Whether `tensor` has exactly the model input's dtype and shape (batch axis free)."""
+        if not self.takes_tensors:
+            return False
+        spec = self.signature[0][0]
+        shape = tuple(tensor.shape)
+        return (
+            tensor.dtype.name == spec["dtype"]
+            and len(shape) == len(spec["shape"])
+            and all(e is None or e == g for e, g in zip(spec["shape"][1:], shape[1:], strict=True))
+        )
+
     def prepare(self, canonical_chunk: Any) -> Any:
         """Preprocess a canonical chunk into a model input of the model's dtype."""
         model_input = self.preprocess(canonical_chunk)

@@ -208,6 +208,22 @@ def test_rescaling_is_float32_as_keras_rescaling(image_kinds):
     assert image.value_range == (-1.0, 1.0)
 
 
+def test_batches_kept_as_tensors_hold_the_same_bits(image_kinds, tmp_path):
+    """For a TensorFlow model a stream's batches stay tensors (no copy to NumPy and back):
+    the rescaling there is the same two float32 operations, so the pixels are the same."""
+    folder = _folder_for(image_kinds, tmp_path, "rgb")
+    image = ImageInput(size=(11, 7), scale=1 / 127.5, offset=-1.0, interpolation="bicubic")
+    arrays, tensors = (
+        list(image_io.iter_batches(image_io.open_images(folder), image, batch_size=3, tensors=t))
+        for t in (False, True)
+    )
+    assert [b.ids for b in arrays] == [b.ids for b in tensors]
+    assert all(isinstance(b.images, np.ndarray) for b in arrays)
+    assert not any(isinstance(b.images, np.ndarray) for b in tensors)
+    for array_batch, tensor_batch in zip(arrays, tensors, strict=True):
+        np.testing.assert_array_equal(tensor_batch.images.numpy(), array_batch.images)
+
+
 # ---------------------------------------------------------------------------- bad files
 @pytest.fixture
 def bad_files(tmp_path, image_kinds):

@@ -310,6 +310,15 @@ def _rescaled(pixels: np.ndarray, image: ImageInput) -> np.ndarray:
     return pixels.astype(np.float32) * np.float32(image.scale) + np.float32(image.offset)
 
 
+def _rescaled_tensor(tf: Any, pixels: Any, image: ImageInput) -> Any:
+    """`_rescaled` on a tensor: the same two float32 operations, each rounded (eagerly, op by
+    op, so no fused multiply-add), giving the same bits."""
+    if image.scale is None:
+        return pixels
+    scaled = tf.multiply(tf.cast(pixels, tf.float32), tf.constant(image.scale, tf.float32))
+    return tf.add(scaled, tf.constant(image.offset, tf.float32))
+
+
 # ------------------------------------------------------------------ TensorFlow
 def _tf_decode(data: bytes, image: ImageInput) -> np.ndarray:
     """``image_dataset_from_directory``'s map function on one image's bytes, eagerly.
@@ -464,13 +473,14 @@ class ImageBatch:
 
     Attributes:
         ids: the id of each item of the batch (paths or positions), in input order.
-        images: the decoded images of the items that were read, stacked, in order.
+        images: the decoded images of the items that were read, stacked, in order: an
+            ndarray, or a ``tf.Tensor`` from ``iter_batches(..., tensors=True)``.
         ok: per item, whether it was read (``images`` holds ``ok.sum()`` images).
         failures: ``(index in the batch, name, reason)`` for each item that was not.
     """
 
     ids: list[Any]
-    images: np.ndarray | None
+    images: Any  # an ndarray (a tf.Tensor when asked for), None when no image was read
     ok: np.ndarray
     failures: list[tuple[int, str, str]]
 
@@ -493,6 +503,7 @@ def iter_batches(
     batch_size: int,
     on_error: str = "record",
     workers: int | None = None,
+    tensors: bool = False,
 ) -> Iterator[ImageBatch]:
     """Decode `source` in batches of `batch_size` readable images, in order, on every core.
 
@@ -506,6 +517,9 @@ def iter_batches(
     Args:
         on_error: ``"raise"`` stops at the first image that cannot be read with an
             `ImageError` naming it; otherwise failures are reported in each batch.
+        tensors: with TensorFlow's decoder and more than a few images, each batch's
+            images stay a ``tf.Tensor`` (for a TensorFlow model: copying a batch to NumPy
+            and back into a tensor took more time than the model).
 
     Raises:
         ImageError: with ``on_error="raise"``, for the first unreadable image.
@@ -514,7 +528,7 @@ def iter_batches(
         raise UsageError(f"batch_size must be a positive number of images; got {batch_size}.")
     known = source.known_count
     if image.decoder == "tensorflow" and (known is None or known > EAGER_MAX_IMAGES):
-        yield from _tf_batches(source, image, batch_size, on_error, workers)
+        yield from _tf_batches(source, image, batch_size, on_error, workers, tensors)
     else:
         yield from _threaded_batches(source, image, batch_size, workers, on_error)
 
@@ -555,7 +569,12 @@ def _threaded_batches(
 
 
 def _tf_batches(
-    source: ImageSource, image: ImageInput, batch_size: int, on_error: str, workers: int | None
+    source: ImageSource,
+    image: ImageInput,
+    batch_size: int,
+    on_error: str,
+    workers: int | None,
+    tensors: bool = False,
 ) -> Iterator[ImageBatch]:
     """TensorFlow's decoding inside ``tf.data``, as ``image_dataset_from_directory`` runs it.
 
@@ -563,7 +582,8 @@ def _tf_batches(
     reading local files with ``tf.io.read_file``; other images come in as bytes from a
     generator. An image that fails is dropped by ``ignore_errors`` and noticed as a gap in
     the sequence numbers; decoding it again eagerly gives the reason. At most
-    ``workers`` images decode at once, and one batch waits ahead of the caller.
+    ``workers`` images (default: one more than the cores) decode at once, and one batch
+    waits ahead of the caller.
     """
     import tensorflow as tf
 
@@ -607,7 +627,13 @@ def _tf_batches(
         tf.TensorSpec([None], tf.string),
         tf.TensorSpec([None], tf.string),
     )
-    parallel = workers or tf.data.AUTOTUNE
+    # One decode more than there are cores: a decode waiting on its file does not idle a core.
+    parallel = workers or default_workers() + 1
+    options = tf.data.Options()
+    # tf.data's autotuning, with the model running beside the pipeline, at times fell into
+    # decoding on one core for a whole run (half the images/s, measured in
+    # benchmarks/images_bench.py); fixed parallelism and buffers never did.
+    options.autotune.enabled = False
     dataset = (
         tf.data.Dataset.from_generator(generate, output_signature=signature)
         .unbatch()
@@ -615,11 +641,14 @@ def _tf_batches(
         .ignore_errors()
         .batch(batch_size)
         .prefetch(1)
+        .with_options(options)
     )
     seen = 0  # sequence number of the next item to account for
     for sequences, pixels in dataset:
         got = sequences.numpy()
-        decoded = _rescaled(pixels.numpy(), image)
+        decoded = (
+            _rescaled_tensor(tf, pixels, image) if tensors else _rescaled(pixels.numpy(), image)
+        )
         items = [sent.popleft() for _ in range(int(got[-1]) + 1 - seen)]
         ok = np.zeros(len(items), dtype=bool)
         ok[got - seen] = True

@@ -62,9 +62,9 @@ class InferenceFunction:
         Arrays should have the model's dtypes, or ones that convert exactly to them.
         """
         if self.multi_input:
-            dtypes = tuple(np.asarray(x[spec["name"]]).dtype.name for spec in self.inputs)
+            dtypes = tuple(_dtype_name(x[spec["name"]]) for spec in self.inputs)
         else:
-            dtypes = (np.asarray(x).dtype.name,)
+            dtypes = (_dtype_name(x),)
         function = self._functions.get(dtypes)
         if function is None:
             function = self._functions.setdefault(dtypes, self._build(dtypes))
@@ -82,6 +82,17 @@ class InferenceFunction:
         if self.multi_input:
             return {spec["name"]: x[spec["name"]] for spec in self.inputs}
         return x
+
+
+def _dtype_name(x: Any) -> str:
+    """An array's or a backend tensor's dtype name (a tensor is not copied to NumPy)."""
+    dtype = getattr(x, "dtype", None)
+    name = getattr(dtype, "name", None)
+    return (
+        name
+        if isinstance(name, str) and not isinstance(x, (list, tuple))
+        else (np.asarray(x).dtype.name)
+    )
 
 
 def to_numpy(result: Any, convert: Any) -> Any:
