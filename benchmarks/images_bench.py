@@ -322,9 +322,15 @@ def render(plan, rates, runs, shares, small, whole, parts) -> str:
         f"{kind} " + "/".join(f"{r['images'] / r['seconds']:.0f}" for r in runs[kind])
         for kind in runs
     )
+    best = {kind: max(r["images"] / r["seconds"] for r in runs[kind]) for kind in runs}
     lines += [
         "",
-        f"Rounds (images/s): {rounds}.",
+        f"Rounds (images/s): {rounds}. Best rounds: `bundle predict` {best['bundle']:,.0f}, "
+        f"`image_dataset_from_directory` {best['dataset']:,.0f} "
+        f"({best['bundle'] / best['dataset']:.2f}x). A run of `image_dataset_from_directory` "
+        "either decodes on every core or, when tf.data's autotuning settles on decoding on "
+        "one core beside the model, at about half the rate for the whole run; `bundle "
+        "predict` fixes its decoding parallelism.",
         "",
         f"Time alone on the same {shares['images']:,} images: decoding (TensorFlow's "
         f"decode_image + resize, every core) {decode:.1f} s, the model {model:.1f} s: "
