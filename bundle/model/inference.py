@@ -86,13 +86,8 @@ class InferenceFunction:
 
 def _dtype_name(x: Any) -> str:
     """An array's or a backend tensor's dtype name (a tensor is not copied to NumPy)."""
-    dtype = getattr(x, "dtype", None)
-    name = getattr(dtype, "name", None)
-    return (
-        name
-        if isinstance(name, str) and not isinstance(x, (list, tuple))
-        else (np.asarray(x).dtype.name)
-    )
+    name = getattr(getattr(x, "dtype", None), "name", None)
+    return name if isinstance(name, str) else np.asarray(x).dtype.name
 
 
 def to_numpy(result: Any, convert: Any) -> Any:
