@@ -411,10 +411,15 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="with --serving-only: two drift-off servers (the benchmark's own noise)",
     )
+    parser.add_argument(
+        "--levels",
+        type=lambda text: [int(level) for level in text.split(",")],
+        default=[1, 8, 32],
+        help="client concurrencies for the serving rounds, comma-separated (1,8,32)",
+    )
     args = parser.parse_args(argv)
     n = 500_000 if args.quick else 5_000_000
     args.rounds = args.rounds or (1 if args.quick else 3)
-    args.levels = [1, 8, 32]
     # Enough requests at every level for seconds of load (3,000 lasted under a second at 32).
     args.requests, args.duration = (300, 4.0) if args.quick else (40_000, 8.0)
     with tempfile.TemporaryDirectory(prefix="drift-bench-") as tmp:

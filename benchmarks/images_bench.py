@@ -274,6 +274,9 @@ def main(argv: list[str]) -> int:
 def _measure(plan: dict, work: Path, *, write: bool) -> int:
     parts = generate(work / "jpegs", plan["parts"], plan["per_part"])
     bundle, hand = train(work)
+    # The JPEGs just written may still be going to disk: no round shares the machine with
+    # that write-back.
+    os.sync()
     out = work / "out"
     out.mkdir(exist_ok=True)
     folder = parts[0]  # throughput: one part, every way, alternating
