@@ -11,12 +11,14 @@ Three measurements of the reference tabular workload (benchmarks/workloads.py), 
    column), which is what a team writes without a tool.
 2. The cost of counting a served batch in the live drift window, per row, by batch size.
 3. ``bundle serve`` throughput with live drift on and off: two servers (``drift_window=600``
-   and ``0``) take turns at each concurrency level for several rounds; the ratio is the
-   median over rounds (target: at most 5% lower with drift on).
+   and ``0``), started afresh each round, take turns at each concurrency level; the ratio is
+   the median over rounds (target: at most 5% lower with drift on).
 
 Usage:
     python benchmarks/drift_bench.py            # full run; writes benchmarks/RESULTS.md
     python benchmarks/drift_bench.py --quick    # a smoke run: 500k rows, short levels
+    python benchmarks/drift_bench.py --serving-only --rounds 9 --levels 32   # prints only
+    python benchmarks/drift_bench.py --serving-only --aa   # two drift-off servers: the noise
 """
 
 from __future__ import annotations
@@ -418,6 +420,8 @@ def main(argv: list[str] | None = None) -> int:
         help="client concurrencies for the serving rounds, comma-separated (1,8,32)",
     )
     args = parser.parse_args(argv)
+    if args.aa and not args.serving_only:
+        parser.error("--aa measures the serving rounds only: add --serving-only")
     n = 500_000 if args.quick else 5_000_000
     args.rounds = args.rounds or (1 if args.quick else 3)
     # Enough requests at every level for seconds of load (3,000 lasted under a second at 32).
