@@ -120,12 +120,7 @@ class Engine:
         if not self.takes_tensors:
             return False
         spec = self.signature[0][0]
-        shape = tuple(tensor.shape)
-        return (
-            tensor.dtype.name == spec["dtype"]
-            and len(shape) == len(spec["shape"])
-            and all(e is None or e == g for e, g in zip(spec["shape"][1:], shape[1:], strict=True))
-        )
+        return tensor.dtype.name == spec["dtype"] and _fits_shape(tuple(tensor.shape), spec)
 
     def prepare(self, canonical_chunk: Any) -> Any:
         """Preprocess a canonical chunk into a model input of the model's dtype."""
@@ -265,16 +260,20 @@ def _itemsize(dtype: str) -> int:
     return TEXT_BYTES if dtype == STRING else np.dtype(dtype).itemsize
 
 
+def _fits_shape(shape: tuple[int, ...], spec: Mapping[str, Any]) -> bool:
+    """Whether an input of `shape` fits the model input `spec` (its batch axis is free)."""
+    expected = spec["shape"]
+    return len(shape) == len(expected) and all(
+        e is None or e == g for e, g in zip(expected[1:], shape[1:], strict=True)
+    )
+
+
 def _cast(x: Any, spec: Mapping[str, Any]) -> np.ndarray:
     if spec["dtype"] == STRING:
         return text_model_input(x, spec["name"], spec["shape"])
     x = np.asarray(x)
-    expected = spec["shape"]
-    compatible = x.ndim == len(expected) and all(
-        e is None or e == g for e, g in zip(expected[1:], x.shape[1:], strict=True)
-    )
-    if not compatible:
-        shown = tuple(expected)
+    if not _fits_shape(x.shape, spec):
+        shown = tuple(spec["shape"])
         raise SchemaError(
             f"After preprocessing, the input for model input {spec['name']!r} has shape "
             f"{x.shape}, but the model expects {shown} (None is the batch axis).\n"
